@@ -1,0 +1,38 @@
+# Two set-up commands: `make demo` and `make test`. Both create .venv on first use and are
+# quick on a second run (installs are redone only when pyproject.toml changes).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU wheel that this project's machines carry; users with their own torch keep it.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first: keep a torch that is already installed, else try the local CPU wheel,
+# else let pip resolve `torch>=2.2` from pyproject.toml.
+$(VENV)/.stamp-torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" || echo "note: $(TORCH_SPEC) not available; pip will pick a torch>=2.2 build"
+	touch $@
+
+$(VENV)/.stamp-install: pyproject.toml $(VENV)/.stamp-torch
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-install
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.stamp-install
+	$(PY) -m trilemma.cli demo
+
+test: $(VENV)/.stamp-dev
+	$(PY) -m pytest
+
+bench: $(VENV)/.stamp-dev
+	$(PY) benchmarks/ntk.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

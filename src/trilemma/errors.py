@@ -1,0 +1,72 @@
+"""Exceptions raised by trilemma.
+
+Every error derives from :class:`TrilemmaError` and from the matching built-in
+exception, so callers can catch either ``trilemma.errors.TrilemmaError`` or the
+usual ``ValueError`` / ``KeyError`` / ``TypeError`` / ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TrilemmaError",
+    "InvalidSpecError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "UnknownNameError",
+    "DuplicateNameError",
+    "BudgetError",
+    "MeasureFailedError",
+    "ConfigError",
+    "StoreError",
+    "DatasetNotFoundError",
+]
+
+
+class TrilemmaError(Exception):
+    """Base class of every error raised by trilemma."""
+
+
+class InvalidSpecError(TrilemmaError, ValueError):
+    """An architecture string or spec is malformed."""
+
+
+class InvalidArgumentError(TrilemmaError, ValueError):
+    """An argument has a value outside its allowed range."""
+
+
+class InvalidTypeError(TrilemmaError, TypeError):
+    """An argument has the wrong type."""
+
+
+class UnknownNameError(TrilemmaError, KeyError):
+    """A name was looked up in a registry that does not hold it."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(TrilemmaError, KeyError):
+    """A name was registered twice."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class BudgetError(TrilemmaError, ValueError):
+    """A parameter budget cannot be met."""
+
+
+class MeasureFailedError(TrilemmaError, RuntimeError):
+    """A measure produced a non-finite value or could not be computed."""
+
+
+class ConfigError(TrilemmaError, ValueError):
+    """A study configuration is invalid."""
+
+
+class StoreError(TrilemmaError, RuntimeError):
+    """The result store cannot be opened or written."""
+
+
+class DatasetNotFoundError(TrilemmaError, FileNotFoundError):
+    """A dataset is not on disk where it was looked for."""

@@ -1,0 +1,38 @@
+"""Architecture spaces: immutable cell specs, enumeration, sampling, topology and budgets.
+
+Example:
+    >>> from trilemma.spaces import CellSpec
+    >>> CellSpec.parse("2_21_112").topology.depths
+    (2, 1, 2, 0)
+"""
+
+from trilemma.spaces._budget import WidthSolution, count_params, solve_width
+from trilemma.spaces._dag import (
+    LINEAR,
+    OPS,
+    SKIP,
+    ZERO,
+    CellSpec,
+    enumerate_cells,
+    num_cells,
+    sample_cells,
+)
+from trilemma.spaces._topology import Topology, enumerate_paths, path_depth_counts, topology
+
+__all__ = [
+    "CellSpec",
+    "Topology",
+    "WidthSolution",
+    "OPS",
+    "ZERO",
+    "SKIP",
+    "LINEAR",
+    "count_params",
+    "enumerate_cells",
+    "enumerate_paths",
+    "num_cells",
+    "path_depth_counts",
+    "sample_cells",
+    "solve_width",
+    "topology",
+]

@@ -1,0 +1,157 @@
+"""Topology of a DAG cell: end-to-end paths over non-zero edges and their depths.
+
+Definitions (Chen et al., NeurIPS 2022; Chen, Huang & Wang, AutoML-Conf 2023):
+``P`` = number of paths 0 → H over non-zero edges ("topological width"), ``d_p`` = number
+of linear edges on path ``p`` ("topological depth"), ``d̄ = (1/P) Σ_p d_p`` (effective
+depth), ``m̄ = #{p : d_p > 0} / d̄`` (effective width).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trilemma.spaces._dag import CellSpec
+
+__all__ = ["Topology", "topology", "path_depth_counts", "enumerate_paths"]
+
+MAX_ENUMERATED_PATHS = 100_000
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Path statistics of a cell.
+
+    Attributes:
+        num_paths: P.
+        depth_counts: ``{d: number of paths with d linear edges}``.
+        depths: every path's depth, in depth-first order from node 0 taking successors in
+            increasing order (``2_21_112`` → ``(2, 1, 2, 0)``); empty when P is too large
+            to list (see :data:`MAX_ENUMERATED_PATHS`).
+        num_linear: number of linear edges in the cell (on a path or not).
+    """
+
+    num_paths: int
+    depth_counts: tuple[tuple[int, int], ...]
+    depths: tuple[int, ...]
+    num_linear: int
+
+    @property
+    def P(self) -> int:  # noqa: N802 - paper notation
+        return self.num_paths
+
+    @property
+    def sum_depth(self) -> int:
+        """Σ_p d_p."""
+        return sum(d * c for d, c in self.depth_counts)
+
+    @property
+    def num_param_paths(self) -> int:
+        """#{p : d_p > 0}."""
+        return sum(c for d, c in self.depth_counts if d > 0)
+
+    @property
+    def mean_depth(self) -> float | None:
+        """d̄; ``None`` when there is no path."""
+        return self.sum_depth / self.num_paths if self.num_paths else None
+
+    @property
+    def eff_width(self) -> float | None:
+        """m̄ = #{p : d_p > 0} / d̄; ``None`` when there is no parameterized path."""
+        d = self.mean_depth
+        return self.num_param_paths / d if d else None
+
+    @property
+    def max_depth(self) -> int:
+        return max((d for d, _ in self.depth_counts), default=0)
+
+    @property
+    def has_path(self) -> bool:
+        return self.num_paths > 0
+
+    @property
+    def has_param_path(self) -> bool:
+        """True when some path has a linear edge (the output depends on trainable cell weights)."""
+        return self.num_param_paths > 0
+
+    @property
+    def trainable(self) -> bool:
+        """The papers' "trainable" cells: at least one path with a linear edge."""
+        return self.has_param_path
+
+    @property
+    def sorted_depths(self) -> tuple[int, ...]:
+        return tuple(sorted(d for d, c in self.depth_counts for _ in range(c)))
+
+    @property
+    def group(self) -> tuple[int, float] | None:
+        """The papers' (P, d̄) topology group, d̄ rounded to 6 decimals; None without a path."""
+        d = self.mean_depth
+        return None if d is None else (self.num_paths, round(d, 6))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "P": self.num_paths,
+            "mean_depth": self.mean_depth,
+            "eff_width": self.eff_width,
+            "sum_depth": self.sum_depth,
+            "num_param_paths": self.num_param_paths,
+            "num_linear": self.num_linear,
+            "max_depth": self.max_depth,
+            "depths": " ".join(str(d) for d in self.sorted_depths),
+            "has_path": self.has_path,
+            "has_param_path": self.has_param_path,
+        }
+
+
+def path_depth_counts(spec: CellSpec) -> dict[int, int]:
+    """``{d: number of paths 0→H with d linear edges}`` by dynamic programming (no enumeration)."""
+    H = spec.nodes
+    counts: list[Counter[int]] = [Counter() for _ in range(H + 1)]
+    counts[0][0] = 1
+    for t in range(1, H + 1):
+        for s in range(t):
+            op = spec.ops[t - 1][s]
+            if op == 0 or not counts[s]:
+                continue
+            shift = 1 if op == 2 else 0
+            for d, c in counts[s].items():
+                counts[t][d + shift] += c
+    return dict(sorted(counts[H].items()))
+
+
+def enumerate_paths(spec: CellSpec, limit: int = MAX_ENUMERATED_PATHS) -> list[tuple[tuple[int, ...], int]]:
+    """Every path 0→H as ``(node sequence, depth)``, depth-first with successors in increasing order."""
+    H = spec.nodes
+    out: list[tuple[tuple[int, ...], int]] = []
+
+    def walk(node: int, trail: tuple[int, ...], depth: int) -> None:
+        if len(out) >= limit:
+            return
+        if node == H:
+            out.append((trail, depth))
+            return
+        for t in range(node + 1, H + 1):
+            op = spec.ops[t - 1][node]
+            if op:
+                walk(t, trail + (t,), depth + (op == 2))
+
+    walk(0, (0,), 0)
+    return out
+
+
+@functools.lru_cache(maxsize=65536)
+def topology(spec: CellSpec) -> Topology:
+    """The :class:`Topology` of ``spec`` (cached)."""
+    counts = path_depth_counts(spec)
+    P = sum(counts.values())
+    depths = tuple(d for _, d in enumerate_paths(spec)) if P <= MAX_ENUMERATED_PATHS else ()
+    return Topology(
+        num_paths=P,
+        depth_counts=tuple(counts.items()),
+        depths=depths,
+        num_linear=spec.num_linear,
+    )
