@@ -103,13 +103,6 @@ class CellSpec:
         if not s:
             raise InvalidSpecError("empty cell string; expected groups of digits 0/1/2 separated by '_', e.g. '2_02_002'")
         groups = s.split("_")
-        if nodes is not None:
-            _check_nodes(nodes)
-            if len(groups) != nodes:
-                raise InvalidSpecError(
-                    f"cell string {text!r} has {len(groups)} group(s); H={nodes} needs {nodes} "
-                    f"groups separated by '_'"
-                )
         for t, group in enumerate(groups, start=1):
             if group == "":
                 raise InvalidSpecError(
@@ -121,6 +114,14 @@ class CellSpec:
                     f"cell string {text!r}: group {t} ({group!r}) contains {bad[0]!r}; "
                     f"allowed digits are 0 (zero), 1 (skip), 2 (linear)"
                 )
+        if nodes is not None:
+            _check_nodes(nodes)
+            if len(groups) != nodes:
+                raise InvalidSpecError(
+                    f"cell string {text!r} has {len(groups)} group(s); H={nodes} needs {nodes} "
+                    f"groups separated by '_'"
+                )
+        for t, group in enumerate(groups, start=1):
             if len(group) != t:
                 raise InvalidSpecError(
                     f"cell string {text!r}: group {t} ({group!r}) has {len(group)} digit(s); "
