@@ -28,7 +28,17 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-install
 demo: $(VENV)/.stamp-install
 	$(PY) -m trilemma.cli demo
 
-test: $(VENV)/.stamp-dev
+# The report's browser test drives Debian's chromium; install it when we can (root + apt),
+# otherwise that test skips with a reason.
+$(VENV)/.stamp-chromium: | $(PY)
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "note: could not install chromium; the browser test will skip"; \
+	else echo "note: chromium not found and not root; the browser test will skip"; fi
+	touch $@
+
+test: $(VENV)/.stamp-dev $(VENV)/.stamp-chromium
 	$(PY) -m pytest
 
 bench: $(VENV)/.stamp-dev

@@ -1,0 +1,222 @@
+"""Agreement tables: theory vs measures at initialization vs trained ground truth, per axis.
+
+For each axis (the paper's Figures 4 and 6, Chen, Huang & Wang, AutoML-Conf 2023) the columns
+that speak about it are split by kind — topology (d̄, P), closed-form theory, measures at
+initialization, trained ground truth — and every pair of columns of different kinds is rank-
+correlated (with a bootstrap interval, over architectures and over (P, d̄) group means). Each
+row says which sign the theory predicts, whether the data agree, and — where the paper
+published the same correlation — the published value beside ours.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trilemma.analysis._correlation import LEVELS, METHODS, rank_correlation
+from trilemma.analysis._metrics import AXES, DEFAULT_AXES, KINDS, AxisSpec, check_axis, direction, list_metrics
+from trilemma.analysis._published import PUBLISHED_CORRELATIONS, PublishedCorrelation
+from trilemma.analysis._table import DEFAULT_GROUP_BY, check_frame
+from trilemma.errors import InvalidArgumentError, TrilemmaError, UnknownNameError
+
+__all__ = ["AxisColumns", "default_axis_columns", "agreement_table", "published_columns", "AGREEMENT_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+#: Leading columns of :func:`agreement_table` (published-value columns follow).
+AGREEMENT_COLUMNS: tuple[str, ...] = (
+    "axis", "x", "x_kind", "y", "y_kind", "method", "level", "n", "value", "ci_low", "ci_high",
+    "p_value", "sign", "oriented", "agrees", "ci_excludes_zero", "note",
+)
+
+_TOPOLOGY_DEFAULT = ("mean_depth", "P")
+
+
+@dataclass(frozen=True)
+class AxisColumns:
+    """The columns that speak about one axis, by kind.
+
+    Attributes:
+        axis: The axis.
+        topology: Topology columns (default d̄ and P).
+        theory: Closed-form theory columns.
+        init: Columns measured at initialization.
+        trained: Trained ground-truth columns, the axis's main one first.
+    """
+
+    axis: str
+    topology: tuple[str, ...] = ()
+    theory: tuple[str, ...] = ()
+    init: tuple[str, ...] = ()
+    trained: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_axis(self.axis)
+        for kind in KINDS:
+            value = getattr(self, kind)
+            if isinstance(value, str):
+                raise InvalidArgumentError(f"AxisColumns.{kind} must be a tuple of column names, got the string {value!r}")
+            object.__setattr__(self, kind, tuple(value))
+
+    def by_kind(self) -> list[tuple[str, str]]:
+        """``[(kind, column), ...]`` upstream to downstream."""
+        return [(kind, col) for kind in KINDS for col in getattr(self, kind)]
+
+    @property
+    def ground_truth(self) -> str | None:
+        """The main trained column, if any."""
+        return self.trained[0] if self.trained else None
+
+
+def default_axis_columns(df: pd.DataFrame, axes: Sequence[AxisSpec] = DEFAULT_AXES) -> tuple[AxisColumns, ...]:
+    """The registered columns of each kind present in ``df``, per axis.
+
+    Topology: d̄ and P. Theory / init / trained: every registered metric of that kind with a
+    direction on the axis, the axis's ground truth first among the trained ones.
+    """
+    check_frame(df)
+    present = set(df.columns)
+    out = []
+    for spec in axes:
+        trained = [c for c in spec.ground_truth if c in present][:1]
+        trained += [c for c in list_metrics("trained", spec.name) if c in present and c not in trained]
+        out.append(AxisColumns(
+            axis=spec.name,
+            topology=tuple(c for c in _TOPOLOGY_DEFAULT if c in present),
+            theory=tuple(c for c in list_metrics("theory", spec.name) if c in present),
+            init=tuple(c for c in list_metrics("init", spec.name) if c in present),
+            trained=tuple(trained),
+        ))
+    return tuple(out)
+
+
+def published_columns() -> list[str]:
+    """Names of the published-value columns of :func:`agreement_table` (``paper:<dataset>``)."""
+    seen: list[str] = []
+    for p in PUBLISHED_CORRELATIONS:
+        name = f"paper:{p.dataset_label}" if p.dataset else "paper"
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def _published_for(axis: str, x: str, x_kind: str, y: str, y_kind: str, ground_truth: str | None) -> list[PublishedCorrelation]:
+    if x_kind != "topology":
+        return []
+    out = []
+    for p in PUBLISHED_CORRELATIONS:
+        if p.versus != x or p.axis != axis:
+            continue
+        if p.kind == "trained" and y_kind == "trained" and y == ground_truth:
+            out.append(p)
+        elif p.kind == "init" and y_kind == "init" and y == p.quantity:
+            out.append(p)
+    return out
+
+
+def _safe_direction(column: str, axis: str, overrides: Mapping[str, bool] | None) -> bool | None:
+    try:
+        return direction(column, axis, overrides)
+    except UnknownNameError:
+        return None
+
+
+def agreement_table(
+    df: pd.DataFrame,
+    columns: Sequence[AxisColumns] | None = None,
+    *,
+    methods: Sequence[str] = ("kendall",),
+    levels: Sequence[str] = LEVELS,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    higher_is_better: Mapping[str, bool] | None = None,
+) -> pd.DataFrame:
+    """Rank correlations between every pair of columns of different kinds, per axis.
+
+    Args:
+        df: Results, one row per architecture.
+        columns: Per-axis column sets (default :func:`default_axis_columns`).
+        methods: Subset of ``("kendall", "spearman")``.
+        levels: Subset of ``("architecture", "group")``.
+        n_boot: Bootstrap resamples per correlation.
+        confidence: Coverage of the intervals.
+        seed: Seed of every bootstrap (each correlation uses the same seed).
+        group_by: Topology-group keys for the group level.
+        higher_is_better: ``{column: bool}`` direction overrides (applied on every axis).
+
+    Returns:
+        One row per (axis, pair, method, level) with :data:`AGREEMENT_COLUMNS`: ``x`` is the
+        upstream column (topology < theory < init < trained), ``value`` the raw correlation,
+        ``sign`` the orientation the theory implies (None when a direction is unknown),
+        ``oriented = sign · value``, ``agrees = oriented > 0``, ``note`` the reason when a
+        correlation is undefined (then ``value`` is NaN). Then one ``paper:<dataset>`` column
+        per published dataset (see :func:`published_columns`), holding the published Kendall τ
+        where the paper reports this pair (Kendall rows only), NaN where it does not.
+
+    Raises:
+        InvalidArgumentError: an option is out of range or a listed column is missing.
+    """
+    check_frame(df)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise InvalidArgumentError(f"methods must be a non-empty subset of {METHODS}, got {tuple(methods)}")
+    bad = [lv for lv in levels if lv not in LEVELS]
+    if bad or not levels:
+        raise InvalidArgumentError(f"levels must be a non-empty subset of {LEVELS}, got {tuple(levels)}")
+    specs = default_axis_columns(df) if columns is None else tuple(columns)
+    for spec in specs:
+        check_frame(df, [c for _, c in spec.by_kind()])
+    paper_cols = published_columns()
+    rows: list[dict[str, object]] = []
+    for spec in specs:
+        entries = spec.by_kind()
+        for i, (kx, cx) in enumerate(entries):
+            for ky, cy in entries[i + 1:]:
+                if kx == ky or cx == cy:
+                    continue
+                hx = _safe_direction(cx, spec.axis, higher_is_better)
+                hy = _safe_direction(cy, spec.axis, higher_is_better)
+                published = _published_for(spec.axis, cx, kx, cy, ky, spec.ground_truth)
+                for method in methods:
+                    for level in levels:
+                        row: dict[str, object] = {"axis": spec.axis, "x": cx, "x_kind": kx, "y": cy, "y_kind": ky,
+                                                  "method": method, "level": level}
+                        try:
+                            c = rank_correlation(
+                                df, cx, cy, method=method, level=level, group_by=group_by, n_boot=n_boot,
+                                confidence=confidence, seed=seed, x_higher_is_better=hx, y_higher_is_better=hy,
+                            )
+                        except TrilemmaError as exc:  # undefined (constant column, too few points)
+                            logger.info("agreement %s: %s vs %s (%s, %s) undefined: %s",
+                                        spec.axis, cx, cy, method, level, exc)
+                            row.update(n=0, value=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan,
+                                       sign=None, oriented=np.nan, agrees=None, ci_excludes_zero=None,
+                                       note=str(exc))
+                        else:
+                            oriented = c.oriented
+                            row.update(
+                                n=c.n, value=c.value,
+                                ci_low=np.nan if c.ci_low is None else c.ci_low,
+                                ci_high=np.nan if c.ci_high is None else c.ci_high,
+                                p_value=c.p_value, sign=c.sign,
+                                oriented=np.nan if oriented is None else oriented,
+                                agrees=None if oriented is None else bool(oriented > 0),
+                                ci_excludes_zero=c.ci_excludes_zero, note="",
+                            )
+                        for name in paper_cols:
+                            row[name] = np.nan
+                        if method == "kendall":
+                            for p in published:
+                                row[f"paper:{p.dataset_label}" if p.dataset else "paper"] = p.value
+                        rows.append(row)
+    out = pd.DataFrame(rows, columns=[*AGREEMENT_COLUMNS, *paper_cols])
+    for name in paper_cols:
+        out[name] = out[name].astype(float)
+    order = {a: i for i, a in enumerate(AXES)}
+    return out.sort_values("axis", key=lambda s: s.map(order), kind="stable", ignore_index=True)

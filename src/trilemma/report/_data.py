@@ -1,0 +1,307 @@
+"""Everything a report shows, computed once as plain data (:class:`ReportData`)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from trilemma.analysis import (
+    AXES,
+    AxisColumns,
+    Objective,
+    Verdict,
+    aggregate_seeds,
+    agreement_table,
+    default_axis_columns,
+    direction,
+    metrics_from_measures,
+    published_columns,
+    rank_table,
+    resolve_objectives,
+    verdict,
+)
+from trilemma.analysis._table import check_frame
+from trilemma.errors import InvalidArgumentError, TrilemmaError, UnknownNameError
+from trilemma.report._figdata import (
+    CurvesData,
+    IndicatorScatterData,
+    ParetoData,
+    TopologyMapData,
+    curves_data,
+    indicator_scatter_data,
+    pareto_data,
+    topology_map_data,
+)
+
+__all__ = ["ReportData", "report_data", "headline_table"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The numbers of a report, before any rendering.
+
+    Attributes:
+        title: Report title.
+        results: One row per architecture (seeds averaged) with ``rank_<axis>``,
+            ``rank_sum`` and ``pareto`` added; the table shown in full.
+        n_input_rows: Rows of the table given (before averaging seeds).
+        verdict: The no-free-lunch verdict.
+        ranks: The rank table (paper's Table 1 style).
+        agreement: The agreement table (see ``trilemma.analysis.agreement_table``).
+        headline: Each axis's ground truth (and the papers' at-init quantities) against
+            d̄ and P, Kendall τ over architectures and groups, beside the published values.
+        axis_columns: The columns used per axis.
+        maps: Topology maps: each axis's ground truth, then each theory / at-init quantity.
+        scatters: ``{axis: indicator-vs-ground-truth scatters}``.
+        curves: Training curves of the winners (None without curves).
+        pareto: The Pareto figure's data.
+        metadata: What was run (as given).
+        settings: Analysis settings and library versions (added by the report).
+        notes: Things the reader should know (rows left out, missing curves, ...).
+    """
+
+    title: str
+    results: pd.DataFrame
+    n_input_rows: int
+    verdict: Verdict
+    ranks: pd.DataFrame
+    agreement: pd.DataFrame
+    headline: pd.DataFrame
+    axis_columns: tuple[AxisColumns, ...]
+    maps: tuple[TopologyMapData, ...]
+    scatters: Mapping[str, tuple[IndicatorScatterData, ...]]
+    curves: CurvesData | None
+    pareto: ParetoData
+    metadata: Mapping[str, object]
+    settings: Mapping[str, object]
+    notes: tuple[str, ...] = field(default=())
+
+
+_HEADLINE_BASE = ["axis", "quantity", "kind", "versus", "tau_arch", "tau_arch_low", "tau_arch_high",
+                  "n_arch", "tau_group", "tau_group_low", "tau_group_high", "n_group"]
+
+
+def headline_table(agreement: pd.DataFrame, ground_truth: Mapping[str, str]) -> pd.DataFrame:
+    """The correlations the papers headline, one row per (axis, quantity, topology column).
+
+    Rows: each axis's ground truth against d̄ and against P, plus every pair with a published
+    value (the at-init quantities against P). Kendall τ only.
+
+    Returns:
+        Columns ``axis, quantity, kind, versus, tau_arch, tau_arch_low, tau_arch_high, n_arch,
+        tau_group, tau_group_low, tau_group_high, n_group`` and the ``paper:*`` columns.
+    """
+    papers = [c for c in published_columns() if c in agreement.columns]
+    ken = agreement[(agreement["method"] == "kendall") & (agreement["x_kind"] == "topology")]
+    has_paper = ken[papers].notna().any(axis=1) if papers else pd.Series(False, index=ken.index)
+    is_gt = ken.apply(lambda r: ground_truth.get(r["axis"]) == r["y"], axis=1) if len(ken) else has_paper
+    sel = ken[has_paper | is_gt]
+    rows = []
+    for (axis, y, x), g in sel.groupby(["axis", "y", "x"], sort=False):
+        row: dict[str, object] = {"axis": axis, "quantity": y, "kind": g["y_kind"].iloc[0], "versus": x}
+        for level, key in (("architecture", "arch"), ("group", "group")):
+            r = g[g["level"] == level]
+            if len(r):
+                row[f"tau_{key}"] = float(r["value"].iloc[0])
+                row[f"tau_{key}_low"] = float(r["ci_low"].iloc[0])
+                row[f"tau_{key}_high"] = float(r["ci_high"].iloc[0])
+                row[f"n_{key}"] = int(r["n"].iloc[0])
+            else:
+                row.update({f"tau_{key}": np.nan, f"tau_{key}_low": np.nan, f"tau_{key}_high": np.nan, f"n_{key}": 0})
+        for p in papers:
+            row[p] = float(g[p].iloc[0])
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=[*_HEADLINE_BASE, *papers])
+    order = {a: i for i, a in enumerate(AXES)}
+    kind_order = {"trained": 0, "theory": 1, "init": 2}
+    return out.sort_values(["axis", "kind", "versus"], key=lambda s: s.map(order) if s.name == "axis"
+                           else s.map(kind_order) if s.name == "kind" else s, kind="stable", ignore_index=True)
+
+
+def _versions() -> dict[str, str]:
+    import matplotlib
+    import scipy
+
+    import trilemma
+
+    return {"trilemma": trilemma.__version__, "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "pandas": pd.__version__, "matplotlib": matplotlib.__version__}
+
+
+def _axis_columns(df: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[AxisColumns, ...]:
+    defaults = {c.axis: c for c in default_axis_columns(df)}
+    out = []
+    for o in objectives:
+        d = defaults.get(o.axis) or AxisColumns(o.axis)
+        trained = (o.column, *[c for c in d.trained if c != o.column])
+        out.append(AxisColumns(o.axis, d.topology, d.theory, d.init, trained))
+    return tuple(out)
+
+
+def _one_dataset(
+    results: pd.DataFrame, curves: pd.DataFrame | None, dataset: str | None, notes: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
+    """Keep one dataset's rows when the table holds several (``dataset`` column)."""
+    if "dataset" not in results.columns:
+        if dataset is not None:
+            raise InvalidArgumentError(f"dataset={dataset!r} was given but the results have no 'dataset' column")
+        return results, curves, None
+    names = sorted({str(d) for d in results["dataset"].dropna().unique()})
+    if dataset is None:
+        if len(names) <= 1:
+            return results, curves, names[0] if names else None
+        dataset = names[0]
+        notes.append(f"this report covers dataset {dataset!r}; the results also hold {', '.join(names[1:])} "
+                     "(pass dataset=... for those)")
+    elif dataset not in names:
+        raise InvalidArgumentError(f"dataset {dataset!r} is not in the results; they hold: {', '.join(names) or 'none'}")
+    results = results[results["dataset"].astype(str) == dataset].reset_index(drop=True)
+    if curves is not None and "dataset" in curves.columns:
+        curves = curves[curves["dataset"].isna() | (curves["dataset"].astype(str) == dataset)]
+    return results, curves, dataset
+
+
+def _first_axis(column: str) -> str | None:
+    for axis in AXES:
+        try:
+            direction(column, axis)
+        except UnknownNameError:
+            continue
+        return axis
+    return None
+
+
+def report_data(
+    results: pd.DataFrame,
+    *,
+    curves: pd.DataFrame | None = None,
+    metadata: Mapping[str, object] | None = None,
+    objectives: Mapping[str, str] | Sequence[Objective] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    rank_method: str = "min",
+    methods: Sequence[str] = ("kendall",),
+    arch_col: str = "arch",
+    title: str | None = None,
+    dataset: str | None = None,
+) -> ReportData:
+    """Compute everything a report shows.
+
+    Args:
+        results: The results table (one row per architecture, or per architecture and
+            seed: seeds are averaged).
+        curves: Optional long table ``arch, epoch, train_loss, test_loss, train_acc, test_acc``.
+        metadata: What was run (config, versions, data, seeds, wall time), shown as given.
+        objectives: ``{axis: column}`` ground truths (default: see ``DEFAULT_AXES``).
+        higher_is_better: ``{column: bool}`` direction overrides.
+        n_boot: Bootstrap resamples per correlation.
+        confidence: Coverage of the intervals.
+        seed: Bootstrap seed.
+        rank_method: Tie method of ranks (``"min"``, ``"average"``, ...).
+        methods: Correlation methods of the agreement table.
+        arch_col: The architecture column.
+        title: Report title (default from ``metadata["study"]`` or "trilemma report").
+        dataset: With a ``dataset`` column holding several datasets, the one to report
+            (default: the first in sorted order; a note names the others).
+
+    Returns:
+        A :class:`ReportData`.
+
+    Raises:
+        InvalidArgumentError: the table lacks the architecture column or every axis's
+            ground truth, or no architecture has all three.
+    """
+    check_frame(results, [arch_col])
+    if results.empty:
+        raise InvalidArgumentError("the results table is empty; nothing to report")
+    metadata = dict(metadata or {})
+    notes: list[str] = []
+    results, curves, dataset = _one_dataset(results, curves, dataset, notes)
+    metrics_from_measures(list(results.columns))
+    if "status" in results.columns:
+        counts = results["status"].astype(str).value_counts()
+        bad = {k: int(v) for k, v in counts.items() if k != "complete"}
+        if bad:
+            notes.append("rows not complete: " + ", ".join(f"{v} {k}" for k, v in bad.items()))
+    df = aggregate_seeds(results, arch_col)
+    if (df["n_seeds"] > 1).any():
+        notes.append(f"{len(results)} rows averaged over seeds into {len(df)} architectures")
+    objs = resolve_objectives(df, objectives, higher_is_better)
+    v = verdict(df, objs, rank_method=rank_method, arch_col=arch_col)
+    if v.n_excluded:
+        notes.append(f"{v.n_excluded} architecture(s) lack a trained value on some axis and are not ranked")
+    ranks = rank_table(df, objs, method=rank_method, arch_col=arch_col)
+    columns = _axis_columns(df, objs)
+    agreement = agreement_table(df, columns, methods=methods, n_boot=n_boot, confidence=confidence, seed=seed,
+                                higher_is_better=higher_is_better)
+    undefined = agreement[agreement["note"] != ""]
+    if len(undefined):
+        notes.append(f"{len(undefined)} correlation(s) undefined (see the note column), e.g. {undefined['note'].iloc[0]}")
+    headline = headline_table(agreement, {o.axis: o.column for o in objs})
+    has_topology = {"P", "mean_depth"} <= set(df.columns)
+    maps: list[TopologyMapData] = []
+    if has_topology:
+        for o in objs:
+            maps.append(topology_map_data(df, o.column, axis=o.axis, arch_col=arch_col))
+        seen = {o.column for o in objs}
+        for c in columns:
+            for col in (*c.theory, *c.init):
+                if col not in seen:
+                    seen.add(col)
+                    try:
+                        maps.append(topology_map_data(df, col, axis=_first_axis(col), arch_col=arch_col))
+                    except TrilemmaError as exc:
+                        notes.append(f"no topology map for {col}: {exc}")
+    else:
+        notes.append("no P / mean_depth columns: topology maps and group correlations are skipped")
+    scatters: dict[str, tuple[IndicatorScatterData, ...]] = {}
+    for c, o in zip(columns, objs):
+        items = []
+        for col in (*c.topology, *c.theory, *c.init):
+            try:
+                items.append(indicator_scatter_data(df, col, o.column, o.axis, n_boot=n_boot, seed=seed,
+                                                    confidence=confidence, arch_col=arch_col))
+            except TrilemmaError as exc:
+                notes.append(f"no scatter of {col} vs {o.column}: {exc}")
+        if items:
+            scatters[o.axis] = tuple(items)
+    cd = None
+    if curves is not None:
+        try:
+            cd = curves_data(curves, v, arch_col=arch_col)
+        except TrilemmaError as exc:
+            notes.append(f"training curves not shown: {exc}")
+        else:
+            missing = [a.champion for a in v.axes if a.champion not in cd.roles]
+            if missing:
+                notes.append(f"no training curve for winner(s) {', '.join(missing)}")
+    pareto = pareto_data(ranks, v, arch_col=arch_col)
+    table = df.merge(ranks[[arch_col, *[f"rank_{o.axis}" for o in objs], "rank_sum"]], on=arch_col, how="left")
+    table["pareto"] = table[arch_col].astype(str).isin(set(v.pareto_front))
+    settings = {"n_boot": n_boot, "confidence": confidence, "bootstrap_seed": seed, "rank_method": rank_method,
+                "correlation_methods": ", ".join(methods),
+                "ground_truth": ", ".join(f"{o.axis}={o.column} ({'higher' if o.higher_is_better else 'lower'} is better)"
+                                          for o in objs),
+                "versions": _versions()}
+    if dataset is not None:
+        settings["dataset"] = dataset
+    if title is None:
+        title = f"trilemma report: {metadata['study']}" if metadata.get("study") else "trilemma report"
+        if dataset is not None:
+            title += f" ({dataset})"
+    for note in notes:
+        logger.info("report: %s", note)
+    return ReportData(
+        title=title, results=table, n_input_rows=len(results), verdict=v, ranks=ranks, agreement=agreement,
+        headline=headline, axis_columns=columns, maps=tuple(maps), scatters=scatters, curves=cd, pareto=pareto,
+        metadata=metadata, settings=settings, notes=tuple(notes),
+    )
