@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "StoreError",
     "DatasetNotFoundError",
+    "MissingDependencyError",
 ]
 
 
@@ -70,3 +71,7 @@ class StoreError(TrilemmaError, RuntimeError):
 
 class DatasetNotFoundError(TrilemmaError, FileNotFoundError):
     """A dataset is not on disk where it was looked for."""
+
+
+class MissingDependencyError(TrilemmaError, ImportError):
+    """An optional package needed for the requested feature is not installed."""

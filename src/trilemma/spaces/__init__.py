@@ -36,3 +36,32 @@ __all__ = [
     "solve_width",
     "topology",
 ]
+
+# NAS-Bench-201 cell space (issue 7).
+from trilemma.spaces._nb201 import (  # noqa: E402
+    NB201_CONV_OPS,
+    NB201_EDGES,
+    NB201_OPS,
+    NB201_PATHS,
+    NUM_NB201_CELLS,
+    NB201Spec,
+    enumerate_nb201,
+    nb201_canonical_key,
+    nb201_isomorphism_classes,
+    sample_nb201,
+    unique_nb201_cells,
+)
+
+__all__ += [
+    "NB201_CONV_OPS",
+    "NB201_EDGES",
+    "NB201_OPS",
+    "NB201_PATHS",
+    "NUM_NB201_CELLS",
+    "NB201Spec",
+    "enumerate_nb201",
+    "nb201_canonical_key",
+    "nb201_isomorphism_classes",
+    "sample_nb201",
+    "unique_nb201_cells",
+]

@@ -1,0 +1,166 @@
+"""``trilemma nb201 …`` commands: closed-form scores, one cell, search simulation.
+
+Thin: every command calls :mod:`trilemma.nb201`'s public API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from trilemma.errors import InvalidArgumentError
+
+__all__ = ["add_commands"]
+
+logger = logging.getLogger(__name__)
+
+
+def _parse_axes(text: str) -> list[tuple[str, int]]:
+    """``"conv_score:+1,ntk_bound:+1"`` → ``[("conv_score", 1), ("ntk_bound", 1)]``."""
+    axes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        col, sep, sign = part.rpartition(":")
+        if not sep or sign not in ("+1", "1", "-1"):
+            raise InvalidArgumentError(
+                f"--combined expects 'column:+1' or 'column:-1' items separated by commas, got {part!r}"
+            )
+        axes.append((col, -1 if sign == "-1" else 1))
+    if not axes:
+        raise InvalidArgumentError("--combined needs at least one 'column:±1' item")
+    return axes
+
+
+def _table(args: argparse.Namespace):  # -> pandas.DataFrame
+    from trilemma.nb201 import MacroConfig, centre_filter, closed_form_table, combined_indicator
+    from trilemma.spaces import unique_nb201_cells
+
+    config = MacroConfig(C=args.C, N=args.N, num_classes=args.num_classes, resolution=args.resolution)
+    full = closed_form_table(None, config=config, corr=args.corr, width=args.width, combined=False)
+    if args.combined != "none":
+        axes = None if args.combined == "default" else _parse_axes(args.combined)
+        full["trilemma_score"] = combined_indicator(full, axes)
+    filt = centre_filter(full, fraction=args.filter_fraction)
+    full["in_centre"] = filt.keep
+    table = full
+    if args.unique:
+        reps = {s.index for s in unique_nb201_cells()}
+        table = table[table["index"].isin(reps)]
+    return table, filt
+
+
+def _add_table_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--C", type=int, default=16, help="first-stage channels of the macro network (default 16)")
+    p.add_argument("--N", type=int, default=5, help="cells per stage (default 5)")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
+    p.add_argument("--resolution", type=int, default=32, help="input height = width for FLOPs (default 32)")
+    p.add_argument("--corr", type=float, default=0.5, help="input correlation C for the NNGP/NTK bounds (default 0.5)")
+    p.add_argument("--width", type=int, default=None, help="width m of the Jacobian path sum (default: --C)")
+    p.add_argument(
+        "--combined", default="default",
+        help="combined indicator axes: 'default', 'none', or 'col:+1,col:-1,...' (default: default)",
+    )
+    p.add_argument(
+        "--filter-fraction", type=float, default=0.5,
+        help="centre filter: kept half-width as a fraction of the (d̄, m̄) half-range (default 0.5, NeurIPS 2022)",
+    )
+    p.add_argument("--unique", action="store_true", help="only one representative per isomorphism class")
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    table, filt = _table(args)
+    n_before = len(table)
+    if args.filter == "centre":
+        table = table[table["in_centre"]]
+    if args.accuracy:
+        from trilemma.nb201 import load_nb201_accuracy
+
+        acc = load_nb201_accuracy(None if args.accuracy == "default" else args.accuracy)
+        table = table.merge(acc[["index", "val_acc"]], on="index", how="left")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"wrote {len(table)} cells x {table.shape[1]} columns to {out}")
+    print(
+        f"centre filter: d̄ in [{filt.depth_range[0]:.3g}, {filt.depth_range[1]:.3g}], "
+        f"m̄ in [{filt.width_range[0]:.3g}, {filt.width_range[1]:.3g}]; removes {filt.removed_fraction:.1%} of "
+        f"all 15,625 cells" + (f" ({n_before - len(table)} of {n_before} rows dropped)" if args.filter == "centre" else "")
+    )
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from trilemma.nb201 import MacroConfig, closed_form_indicators
+    from trilemma.spaces import NB201Spec
+
+    spec = NB201Spec.parse(args.arch)
+    config = MacroConfig(C=args.C, N=args.N, num_classes=args.num_classes, resolution=args.resolution)
+    values = closed_form_indicators(spec, config=config, corr=args.corr, width=args.width)
+    print(f"{spec.name}  (index {spec.index})")
+    for key, value in values.items():
+        if key in ("arch", "index"):
+            continue
+        print(f"  {key:22s} {value:.6g}" if isinstance(value, float) else f"  {key:22s} {value}")
+    print(f"  {'canonical':22s} {spec.canonical().name}  [{spec.canonical_key}]")
+    for nodes, ops in spec.paths():
+        print(f"  path {'→'.join(map(str, nodes))}: {', '.join(ops)}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from trilemma.nb201 import INDICATORS, load_nb201_accuracy, search_table
+
+    table, filt = _table(args)
+    acc = load_nb201_accuracy(None if args.accuracy == "default" else args.accuracy)
+    table = table.merge(acc[["index", "val_acc"]], on="index", how="inner")
+    names = args.indicators.split(",") if args.indicators else ["conv_score", "live_params", "params", "trilemma_score"]
+    directions = {}
+    for name in names:
+        if name not in table.columns:
+            raise InvalidArgumentError(f"unknown indicator {name!r}; available: {', '.join(INDICATORS)}")
+        directions[name] = INDICATORS[name].direction if name in INDICATORS else 1
+    res = search_table(
+        table, table["val_acc"].to_numpy(), directions, keep=table["in_centre"].to_numpy(),
+        sample_size=args.sample_size, repeats=args.repeats, seed=args.seed,
+    )
+    print(res.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"centre filter removes {filt.removed_fraction:.1%} of the space")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``trilemma nb201 {score,show,search}``."""
+    nb = subparsers.add_parser("nb201", help="NAS-Bench-201: closed-form indicators, filter, search simulation")
+    sub = nb.add_subparsers(dest="nb201_command")
+
+    score = sub.add_parser("score", help="write every closed-form indicator of every cell to a CSV")
+    score.add_argument("--out", required=True, help="output CSV path")
+    score.add_argument(
+        "--filter", choices=("none", "centre"), default="none",
+        help="'centre': keep only cells in the (d̄, m̄) centre (NeurIPS 2022); default none (column in_centre marks them)",
+    )
+    score.add_argument(
+        "--accuracy", nargs="?", const="default", default=None,
+        help="add the CIFAR-10 validation accuracy (optional path to nb201_cifar10_val.csv)",
+    )
+    _add_table_options(score)
+    score.set_defaults(func=_cmd_score)
+
+    show = sub.add_parser("show", help="closed-form indicators, paths and canonical form of one cell")
+    show.add_argument("arch", help="cell string |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
+    _add_table_options(show)
+    show.set_defaults(func=_cmd_show)
+
+    search = sub.add_parser("search", help="simulate random-sample-then-pick search with indicators")
+    search.add_argument("--indicators", default=None, help="comma-separated columns (default: conv_score,live_params,params,trilemma_score)")
+    search.add_argument("--sample-size", type=int, default=100)
+    search.add_argument("--repeats", type=int, default=500)
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--accuracy", default="default", help="path to nb201_cifar10_val.csv (default: shared data)")
+    _add_table_options(search)
+    search.set_defaults(func=_cmd_search)
+
+    nb.set_defaults(func=lambda a: (nb.print_help(), 2)[1])
