@@ -1,0 +1,128 @@
+"""Measures of a network at initialization (and, via plug-ins, after training).
+
+Every measure is a function of ``(model, x, y=None, **options)`` registered by name
+(:func:`register_measure`, :func:`get_measure`, :func:`list_measures`); calls go through one
+checked path that seeds the RNG, restores the model's state, times the call and rejects
+NaN/inf (:class:`~trilemma.errors.MeasureFailedError`). Families (one module each):
+
+* expressivity: ``curvature``, ``length_distortion``, ``jacobian_norm``,
+  ``trajectory_growth``, ``linear_regions_batch``, ``linear_regions_exact``;
+* convergence: ``ntk_lambda_min``, ``ntk_lambda_robust``, ``ntk_condition``, ``ntk_trace``,
+  ``nngp_lambda_min``, ``nngp_condition``;
+* generalization: ``ntk_bound`` (needs labels);
+* baselines: ``naswot``, ``synflow``, ``snip``, ``grasp``, ``grad_norm``, ``fisher``,
+  ``jacob_cov``; cost: ``num_params``, ``flops``.
+
+Example:
+    >>> import torch
+    >>> from trilemma.models import build_model
+    >>> from trilemma.measures import get_measure
+    >>> net = build_model("2_02_002", 16, 4, width=32, seed=0)
+    >>> res = get_measure("ntk_lambda_min")(net, torch.randn(8, 16))
+    >>> res.value > 0
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from trilemma.measures._base import (
+    INPUT_KINDS,
+    REQUIREMENTS,
+    Measure,
+    MeasureResult,
+    RegisteredMeasure,
+    check_requirements,
+    describe_model,
+    get_measure,
+    list_measures,
+    measure_all,
+    model_device,
+    preserved_state,
+    register_measure,
+    unregister_measure,
+)
+from trilemma.measures._convergence import nngp_gram, nngp_spectrum
+from trilemma.measures._cost import count_macs, num_parameters
+from trilemma.measures._expressivity import (
+    CircleImage,
+    circle,
+    curvature,
+    jacobian_norm,
+    trajectory_lengths,
+)
+from trilemma.measures._forward import BATCHNORM_MODES, FunctionalView, functional_view
+from trilemma.measures._generalization import (
+    kernel_quadratic_form,
+    ntk_generalization_bound,
+)
+from trilemma.measures._kernel import (
+    as_matrix,
+    chunked,
+    kernel_eigenvalues,
+    spectrum_stats,
+)
+from trilemma.measures._ntk import (
+    NTK_MODES,
+    NTKImplementation,
+    empirical_ntk,
+    ntk_spectrum,
+)
+from trilemma.measures._regions import (
+    CurveRegions,
+    activation_patterns,
+    count_linear_regions_exact,
+    count_linear_regions_sampled,
+)
+from trilemma.measures._zero_cost import weight_names
+
+# Families owned by other modules register themselves on import.
+for _family in ("_capacity",):
+    if importlib.util.find_spec(f"{__name__}.{_family}") is not None:
+        importlib.import_module(f"{__name__}.{_family}")
+
+__all__ = [
+    "BATCHNORM_MODES",
+    "CircleImage",
+    "CurveRegions",
+    "FunctionalView",
+    "INPUT_KINDS",
+    "Measure",
+    "MeasureResult",
+    "NTKImplementation",
+    "NTK_MODES",
+    "REQUIREMENTS",
+    "RegisteredMeasure",
+    "activation_patterns",
+    "as_matrix",
+    "check_requirements",
+    "chunked",
+    "circle",
+    "count_linear_regions_exact",
+    "count_linear_regions_sampled",
+    "count_macs",
+    "curvature",
+    "describe_model",
+    "empirical_ntk",
+    "functional_view",
+    "get_measure",
+    "jacobian_norm",
+    "kernel_eigenvalues",
+    "kernel_quadratic_form",
+    "list_measures",
+    "measure_all",
+    "model_device",
+    "nngp_gram",
+    "nngp_spectrum",
+    "ntk_generalization_bound",
+    "ntk_spectrum",
+    "num_parameters",
+    "preserved_state",
+    "register_measure",
+    "spectrum_stats",
+    "trajectory_lengths",
+    "unregister_measure",
+    "weight_names",
+]
