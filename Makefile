@@ -26,7 +26,8 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-install
 	touch $@
 
 demo: $(VENV)/.stamp-install
-	$(PY) -m trilemma.cli demo
+	$(VENV)/bin/trilemma run examples/nfl_digits.toml
+	$(VENV)/bin/trilemma report examples/nfl_digits.toml
 
 # The report's browser test drives Debian's chromium; install it when we can (root + apt),
 # otherwise that test skips with a reason.

@@ -1,0 +1,218 @@
+"""CLI commands of studies: ``run``, ``status``, ``export``, ``report``.
+
+``STUDY`` is a study ``.toml``, a store ``.sqlite`` path, or the name of a study in ``runs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["add_commands"]
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _PlainProgress:
+    """Periodic one-line progress reports for logs and pipes."""
+
+    def __init__(self, out: TextIO, every: float = 10.0) -> None:
+        self.out = out
+        self.every = every
+        self._last = -1e9
+        self._started = False
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        final = p.finished == p.queued
+        if self._started and not final and now - self._last < self.every:
+            return
+        self._started = True
+        self._last = now
+        pct = 100.0 * p.finished / p.queued if p.queued else 100.0
+        line = (f"[{_fmt_seconds(p.elapsed)}] {p.finished}/{p.queued} tasks ({pct:.0f}%)"
+                f" | {p.complete} complete, {p.diverged} diverged, {p.failed} failed"
+                f" | {p.rate:.2f} tasks/s | ETA {_fmt_seconds(p.eta)}")
+        if p.skipped:
+            line += f" | {p.skipped} already done"
+        print(line, file=self.out, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class _RichProgress:
+    """A rich progress bar with counts, rate and ETA (terminals)."""
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("{task.fields[counts]}"),
+            console=console,
+            transient=False,
+        )
+        self._task: Any = None
+
+    def __call__(self, p: Any) -> None:
+        counts = f"[green]{p.complete}✓[/] [yellow]{p.diverged}↯[/] [red]{p.failed}✗[/]"
+        fields = {"rate": f"{p.rate:.2f}/s", "counts": counts, "eta": _fmt_seconds(p.eta)}
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("tasks", total=max(p.queued, 1), **fields)
+            if p.skipped:
+                self._bar.console.print(f"{p.skipped} of {p.total} tasks already done; running {p.queued}")
+        self._bar.update(self._task, completed=p.finished if p.queued else 1, **fields)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._bar.stop()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from trilemma.study import run_study
+
+    reporter: Any = None
+    if not args.quiet:
+        reporter = _RichProgress() if sys.stdout.isatty() else _PlainProgress(sys.stdout, every=args.every)
+    try:
+        summary = run_study(
+            args.study, executor=args.executor, n_workers=args.workers, address=args.address, store=args.store,
+            progress=reporter, rerun_failed=not args.skip_failed, rerun_changed=args.rerun_changed,
+        )
+    finally:
+        if reporter is not None:
+            reporter.close()
+    print(summary)
+    if summary.interrupted:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"results: trilemma status {summary.store} | trilemma export {summary.store} --format csv"
+          f" | trilemma report {args.study}")
+    return 1 if summary.failed else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from trilemma.study import STATUSES, study_status
+
+    st = study_status(args.study)
+    console = Console(highlight=False)
+    table = Table(title=f"study {st.name} ({st.store})")
+    table.add_column("task")
+    for s in STATUSES:
+        table.add_column(s, justify="right")
+    table.add_column("total", justify="right")
+    for task, counts in sorted(st.by_task.items()):
+        table.add_row(task, *(str(counts[s]) for s in STATUSES), str(sum(counts.values())))
+    table.add_row("[bold]all", *(f"[bold]{st.counts[s]}" for s in STATUSES), f"[bold]{st.total}")
+    console.print(table)
+    shown = st.failures if args.all else st.failures[:20]
+    if st.failures:
+        console.print(f"[red]{len(st.failures)} failed task(s):")
+        for key, line in shown:
+            console.print(f"  {key}: {line}", markup=False)
+        if len(shown) < len(st.failures):
+            console.print(f"  … {len(st.failures) - len(shown)} more (--all lists every one)")
+    for key in ("last_run_started", "last_run_finished", "trilemma_version"):
+        if key in st.meta:
+            console.print(f"{key.replace('_', ' ')}: {st.meta[key]}", markup=False)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from trilemma.study import export_study
+
+    path = export_study(args.study, args.format, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    try:
+        report = importlib.import_module("trilemma.report")
+    except ModuleNotFoundError as err:
+        if err.name and "trilemma.report".startswith(err.name):
+            print("trilemma report is not available yet in this version (the trilemma.report module is "
+                  "missing); use `trilemma export STUDY --format csv` for the results table", file=sys.stderr)
+            return 3
+        raise
+    build = getattr(report, "build_report_for_study", None)
+    if build is None:
+        print("trilemma.report has no build_report_for_study(); the report is not available yet", file=sys.stderr)
+        return 3
+    result = build(args.study, args.out)
+    print(f"report: {result}")
+    return 0
+
+
+def _report_has_own_cli() -> bool:
+    """Whether ``trilemma/report/_cli.py`` exists (checked without importing the report package)."""
+    import trilemma
+
+    return (Path(trilemma.__file__).parent / "report" / "_cli.py").is_file()
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``run``, ``status``, ``export`` and ``report`` to the ``trilemma`` command line."""
+    study_help = "a study .toml, a store .sqlite, or a study name in runs/"
+
+    run = subparsers.add_parser("run", help="run (or resume) a study from its TOML config")
+    run.add_argument("study", metavar="STUDY.toml", help="the study config")
+    run.add_argument("--executor", choices=("serial", "local", "ray"), help="override executor.kind")
+    run.add_argument("--workers", type=int, help="override executor.n_workers")
+    run.add_argument("--address", help="override executor.address (Ray cluster)")
+    run.add_argument("--store", type=Path, help="override the store path (default runs/<name>.sqlite)")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress output, only the summary")
+    run.add_argument("--every", type=float, default=10.0,
+                     help="seconds between progress lines when not on a terminal (default 10)")
+    run.add_argument("--skip-failed", action="store_true", help="do not retry tasks that failed in an earlier run")
+    run.add_argument("--rerun-changed", action="store_true",
+                     help="recompute completed tasks whose settings changed since they ran")
+    run.set_defaults(func=_cmd_run)
+
+    status = subparsers.add_parser("status", help="counts by status and failures of a study")
+    status.add_argument("study", metavar="STUDY", help=study_help)
+    status.add_argument("--all", action="store_true", help="list every failure (default: the first 20)")
+    status.set_defaults(func=_cmd_status)
+
+    export = subparsers.add_parser("export", help="write a study's results as csv, parquet or json")
+    export.add_argument("study", metavar="STUDY", help=study_help)
+    export.add_argument("--format", choices=("csv", "parquet", "json"), default="csv",
+                        help="csv/parquet: the results table; json: NAS-Bench-Suite-Zero layout")
+    export.add_argument("--out", type=Path, help="output file (default: next to the store)")
+    export.set_defaults(func=_cmd_export)
+
+    if "report" in subparsers.choices or _report_has_own_cli():
+        return  # the report package brings its own `report` command
+    report = subparsers.add_parser("report", help="build the HTML/Markdown report of a study")
+    report.add_argument("study", metavar="STUDY", help=study_help)
+    report.add_argument("--out", type=Path, help="output folder or file")
+    report.set_defaults(func=_cmd_report)

@@ -1,0 +1,300 @@
+"""Executors: where jobs run. The driver alone writes the store; executors only return outcomes.
+
+* ``serial``: in the driver process, one job after another (debugging, tiny studies).
+* ``local``: a pool of worker processes (:class:`concurrent.futures.ProcessPoolExecutor`
+  with the ``spawn`` or ``forkserver`` start method, so no torch state is forked). Each
+  worker limits torch to ``threads_per_worker`` threads (default: CPUs / workers, so the
+  workers together use the machine once), ignores Ctrl-C (the driver handles it) and exits
+  if the driver dies.
+* ``ray``: Ray tasks on a local Ray instance or the cluster at ``executor.address``
+  (``trilemma[ray]``). Outcomes come back to the driver through the object store.
+
+Every executor yields ``(job, outcomes)`` as jobs finish, keeping at most
+``n_workers × max_in_flight`` jobs submitted ahead. A worker process that dies (out of
+memory, killed) fails the tasks of its in-flight jobs with a message saying so; the local
+pool is then restarted and the study goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from trilemma.errors import ConfigError
+from trilemma.study._config import ExecutorConfig
+from trilemma.study._tasks import Job, Outcome, execute_job, now_iso
+
+__all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "make_executor", "default_threads"]
+
+logger = logging.getLogger(__name__)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(n_workers: int) -> int:
+    """torch threads per worker so that ``n_workers`` workers share the CPUs."""
+    return max(1, _cpu_count() // max(1, n_workers))
+
+
+def _set_threads(threads: int | None) -> None:
+    if not threads:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(threads: int | None, parent: int) -> None:
+    """Process-pool initializer: thread limits, Ctrl-C left to the driver, die with the driver."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_threads(threads)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="trilemma-parent-watch").start()
+
+
+def _lost(job: Job, why: str) -> list[Outcome]:
+    now = now_iso()
+    worker = f"{socket.gethostname()}:?"
+    return [Outcome(k, "failed", None, why, now, now, 0.0, worker) for k in job.keys()]
+
+
+class Executor:
+    """Base class: runs jobs and yields their outcomes as they finish.
+
+    Attributes:
+        kind: ``"serial"``, ``"local"`` or ``"ray"``.
+        n_workers: Concurrent jobs.
+        threads: torch threads per worker.
+    """
+
+    kind = "?"
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        self.config = config
+        self.n_workers = config.n_workers or _cpu_count()
+        self.threads: int | None = config.threads_per_worker or default_threads(self.n_workers)
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Release workers."""
+
+    def describe(self) -> str:
+        return f"{self.kind} executor, {self.n_workers} worker(s) × {self.threads} thread(s)"
+
+    def run(self, jobs: Iterable[Job], on_submit: Callable[[Job], None] | None = None) -> Iterator[tuple[Job, list[Outcome]]]:
+        """Run ``jobs``; yield ``(job, outcomes)`` as each finishes (any order).
+
+        Args:
+            jobs: The jobs.
+            on_submit: Called with each job just before it is handed to a worker.
+        """
+        raise NotImplementedError
+
+
+class SerialExecutor(Executor):
+    """Runs every job in the driver process, in order."""
+
+    kind = "serial"
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        super().__init__(config)
+        self.n_workers = 1
+        self.threads = config.threads_per_worker  # None: leave the caller's torch threads alone
+
+    def describe(self) -> str:
+        threads = f"{self.threads} thread(s)" if self.threads else "torch's default threads"
+        return f"serial executor in the driver process, {threads}"
+
+    def run(self, jobs: Iterable[Job], on_submit: Callable[[Job], None] | None = None) -> Iterator[tuple[Job, list[Outcome]]]:
+        if self.threads:
+            _set_threads(self.threads)
+        for job in jobs:
+            if on_submit:
+                on_submit(job)
+            yield job, execute_job(job)
+
+
+class LocalExecutor(Executor):
+    """A pool of worker processes on this machine."""
+
+    kind = "local"
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        super().__init__(config)
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        ctx = multiprocessing.get_context(self.config.start_method)
+        return cf.ProcessPoolExecutor(
+            max_workers=self.n_workers, mp_context=ctx, initializer=_init_worker,
+            initargs=(self.threads, os.getpid()),
+        )
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def run(self, jobs: Iterable[Job], on_submit: Callable[[Job], None] | None = None) -> Iterator[tuple[Job, list[Outcome]]]:
+        pending = iter(jobs)
+        limit = self.n_workers * self.config.max_in_flight
+        futures: dict[cf.Future[list[Outcome]], Job] = {}
+        if self._pool is None:
+            self._pool = self._new_pool()
+        try:
+            while True:
+                while len(futures) < limit:
+                    job = next(pending, None)
+                    if job is None:
+                        break
+                    if on_submit:
+                        on_submit(job)
+                    futures[self._pool.submit(execute_job, job)] = job
+                if not futures:
+                    return
+                done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    job = futures.pop(fut)
+                    try:
+                        yield job, fut.result()
+                    except cf.process.BrokenProcessPool as err:
+                        broken = True
+                        yield job, _lost(job, f"worker process died while running this job ({err}); "
+                                              f"it may have run out of memory")
+                if broken:
+                    for fut, job in list(futures.items()):
+                        futures.pop(fut)
+                        yield job, _lost(job, "worker pool broke (a worker process died) while this job was queued")
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = self._new_pool()
+        except BaseException:  # Ctrl-C, or the consumer stopped: do not wait for running jobs
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        """Terminate the workers now (their jobs' rows are re-queued by the driver)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ray_job(job: Job, threads: int | None) -> list[Outcome]:
+    _set_threads(threads)
+    return execute_job(job)
+
+
+class RayExecutor(Executor):
+    """Ray tasks on a local instance or on the cluster at ``executor.address``."""
+
+    kind = "ray"
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        try:
+            import ray
+        except ImportError as err:
+            raise ConfigError(
+                f"executor.kind = 'ray' needs Ray, which cannot be imported ({err}); "
+                f"install it with: pip install 'trilemma[ray]'"
+            ) from None
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "configure_logging": False}
+            if config.address:
+                kwargs["address"] = config.address
+            elif config.n_workers:
+                threads = config.threads_per_worker or default_threads(config.n_workers)
+                kwargs["num_cpus"] = max(config.n_workers * threads, _cpu_count())
+            ray.init(**kwargs)
+            self._started = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        super().__init__(config)
+        if config.n_workers is None:
+            self.threads = config.threads_per_worker or 1
+            self.n_workers = max(1, cpus // self.threads)
+        self._remote = ray.remote(num_cpus=self.threads, max_retries=2)(_ray_job)  # retried only if a worker dies
+
+    def describe(self) -> str:
+        where = self.config.address or "a local Ray instance"
+        return f"ray executor on {where}, {self.n_workers} task(s) × {self.threads} thread(s)"
+
+    def shutdown(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    def run(self, jobs: Iterable[Job], on_submit: Callable[[Job], None] | None = None) -> Iterator[tuple[Job, list[Outcome]]]:
+        ray = self._ray
+        pending = iter(jobs)
+        limit = self.n_workers * self.config.max_in_flight
+        refs: dict[Any, Job] = {}
+        try:
+            while True:
+                while len(refs) < limit:
+                    job = next(pending, None)
+                    if job is None:
+                        break
+                    if on_submit:
+                        on_submit(job)
+                    refs[self._remote.remote(job, self.threads)] = job
+                if not refs:
+                    return
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    job = refs.pop(ref)
+                    try:
+                        outcomes = ray.get(ref)
+                    except Exception as err:  # noqa: BLE001 - a lost worker / node
+                        outcomes = _lost(job, f"Ray task failed outside the task code: {err}")
+                    yield job, outcomes
+        except BaseException:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def make_executor(config: ExecutorConfig) -> Executor:
+    """The executor a config asks for.
+
+    Raises:
+        ConfigError: ``ray`` requested but Ray is not installed.
+    """
+    if config.kind == "serial":
+        return SerialExecutor(config)
+    if config.kind == "local":
+        return LocalExecutor(config)
+    return RayExecutor(config)

@@ -1,0 +1,465 @@
+"""Reading a study back: the results table, training curves, status and exports.
+
+``load_results(study)`` returns one row per ``(arch, dataset, seed)`` (dataset-free tasks,
+such as ``theory``, are broadcast to every dataset and seed; a theory-only study has one row
+per architecture with ``dataset`` and ``seed`` empty). Columns, in order:
+
+* ``arch``, ``dataset``, ``seed``;
+* space columns — for the ``dag`` space: ``index``, ``P``, ``mean_depth`` (d̄),
+  ``eff_width`` (m̄), ``sum_depth`` (Σ_p d_p), ``num_param_paths``, ``num_linear``,
+  ``max_depth``, ``depths`` (sorted path depths, space-separated), ``has_path``,
+  ``has_param_path``, ``trainable``, ``group`` (the papers' (P, d̄) group as ``"P4_d0.25"``);
+* ``width``, ``params`` (how the model was built, from the task payloads' ``info``);
+* theory columns (``theory`` task, :func:`trilemma.theory.theory_row`): ``jacobian_path_sum``
+  (Thm 4.1), ``nngp_bound`` (Thm 4.4), ``ntk_bound`` (Thm 4.6), ``gen_indicator``
+  (Σ_p d_p / sqrt(ntk_bound));
+* measure columns (``measures`` task): ``<measure>`` (mean value over the repeats),
+  ``<measure>_time`` (mean seconds), ``<measure>_std`` (when repeats > 1) and scalar extras
+  as ``<measure>_<extra>``;
+* trained metrics (``train`` task, SPEC §3): ``convergence_epoch``, ``expressivity``
+  (converged training loss), ``generalization_gap`` (test − train loss at convergence),
+  ``epochs_to_<t>`` (first epoch with training accuracy ≥ t %, default ``epochs_to_50``),
+  ``final_train_loss``, ``final_test_loss``, ``final_train_acc``, ``final_test_acc``
+  (fractions in [0, 1]), ``epochs_run``;
+* columns of plug-in task kinds (their payload keys);
+* per task kind ``<task>_status`` and ``<task>_seconds``, and ``status``: ``failed`` if any
+  task of the row failed, else ``pending``/``running`` if any is not done, else
+  ``diverged`` if training diverged, else ``complete``.
+
+A payload key that two task kinds both produce is prefixed with its task name
+(``<task>_<key>``) in the second kind. Values that could not be computed are missing (NaN
+/ ``<NA>``), never silently zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trilemma.errors import ConfigError, InvalidArgumentError, StoreError
+from trilemma.study._config import StudyConfig, load_config
+from trilemma.study._store import Store, StoredRow
+from trilemma.study._tasks import TaskKey
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "resolve_store",
+    "open_study",
+    "load_results",
+    "load_curves",
+    "load_metadata",
+    "study_status",
+    "StudyStatus",
+    "export_study",
+    "to_nb_suite_zero",
+    "EXPORT_FORMATS",
+]
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("csv", "parquet", "json")
+_RESERVED = ("info", "curves", "extras")
+
+
+def resolve_store(study: str | Path | StudyConfig) -> Path:
+    """The store path of a study given as a config, a TOML path, a store path or a name.
+
+    Raises:
+        StoreError: Nothing matching exists.
+    """
+    if isinstance(study, StudyConfig):
+        return study.store_path()
+    p = Path(study)
+    if p.suffix.lower() == ".toml":
+        return load_config(p).store_path()
+    if p.exists():
+        return p
+    by_name = Path("runs") / f"{p.name}.sqlite"
+    if not p.suffix and by_name.exists():
+        return by_name
+    raise StoreError(
+        f"no study store for {str(study)!r}: give a study .toml, a store .sqlite path, or the name of a "
+        f"study in runs/ (looked at {str(p)!r}{'' if p.suffix else f' and {str(by_name)!r}'})"
+    )
+
+
+def open_study(study: str | Path | StudyConfig) -> tuple[Store, StudyConfig | None]:
+    """Open a study's store read-only, with the config of its latest run (if readable)."""
+    store = Store(resolve_store(study), readonly=True)
+    text = store.meta().get("config")
+    config = None
+    if text:
+        try:
+            config = StudyConfig.from_json(text)
+        except Exception as err:  # noqa: BLE001 - a store written by another version
+            logger.warning("cannot read the config stored in %s: %s", store.path, err)
+    return store, config
+
+
+def _seed_free(task: str, rows: list[StoredRow]) -> bool:
+    try:
+        from trilemma.study._tasks import get_task
+
+        return not get_task(task).uses_seed
+    except KeyError:
+        return all(r.seed == 0 for r in rows)
+
+
+def _space_columns(config: StudyConfig | None, archs: list[str]) -> dict[str, dict[str, Any]]:
+    if config is None:
+        return {}
+    try:
+        from trilemma.study._spaces import make_space
+        from trilemma.study._tasks import load_plugins
+
+        load_plugins(config)
+        space = make_space(config.space, config.base_dir)
+        return {a: space.columns(a) for a in archs}
+    except (ConfigError, Exception) as err:  # noqa: BLE001 - columns are a convenience
+        logger.warning("topology columns unavailable (space %r): %s", config.space.name, err)
+        return {}
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def load_results(study: str | Path | StudyConfig) -> pd.DataFrame:
+    """The study's results as one table (columns in the module docstring).
+
+    Args:
+        study: A config, a TOML path, a store path, or a study name in ``runs/``.
+
+    Returns:
+        One row per ``(arch, dataset, seed)``; see :mod:`trilemma.study._results`.
+
+    Raises:
+        StoreError: No store, or a store of another schema version.
+    """
+    import pandas as pd
+
+    store, config = open_study(study)
+    with store:
+        rows = store.rows()
+    by_task: dict[str, list[StoredRow]] = {}
+    for r in rows:
+        by_task.setdefault(r.task, []).append(r)
+    lookup = {r.key: r for r in rows}
+    # the row index: (arch, dataset, seed) of data-bound tasks, else of all tasks
+    bound = sorted({(r.arch, r.dataset, r.seed) for r in rows if r.dataset})
+    index = bound or sorted({(r.arch, r.dataset, r.seed) for r in rows})
+    arch_order = _arch_order(config, rows)
+    index.sort(key=lambda t: (t[1], t[2], arch_order.get(t[0], math.inf), t[0]))
+    seed_free = {t: _seed_free(t, rs) for t, rs in by_task.items()}
+    space_cols = _space_columns(config, list(dict.fromkeys(a for a, _, _ in index)))
+    task_order = [t for t in ("theory", "measures", "train") if t in by_task] + sorted(
+        t for t in by_task if t not in ("theory", "measures", "train")
+    )
+
+    keep_seed = bool(bound) or not all(seed_free.values())
+    records = []
+    for arch, dataset, seed in index:
+        rec: dict[str, Any] = {"arch": arch, "dataset": dataset or None, "seed": seed if keep_seed else None}
+        rec.update(space_cols.get(arch, {}))
+        info: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        statuses: dict[str, str] = {}
+        for task in task_order:
+            candidates = [TaskKey(arch, task, dataset, seed), TaskKey(arch, task, "", seed)]
+            if seed_free[task]:
+                candidates += [TaskKey(arch, task, dataset, 0), TaskKey(arch, task, "", 0)]
+            row = next((lookup[k] for k in candidates if k in lookup), None)
+            if row is None:
+                continue
+            statuses[task] = row.status
+            values[f"{task}_status"] = row.status
+            values[f"{task}_seconds"] = row.seconds
+            payload = row.result()
+            for k, v in (payload.get("info") or {}).items():
+                info.setdefault(k, v)
+            taken = [k for k in payload if k in values or k in rec]
+            for k, v in payload.items():
+                if k in _RESERVED or not _scalar(v):
+                    continue
+                # a key another task already produced is prefixed, with its `<key>_*` siblings
+                clash = any(k == c or k.startswith(c + "_") for c in taken)
+                values[f"{task}_{k}" if clash else k] = v
+        rec.update({k: v for k, v in info.items() if _scalar(v) and k not in rec})
+        rec.update(values)
+        rec["status"] = _combined(statuses)
+        records.append(rec)
+    df = pd.DataFrame.from_records(records)
+    if df.empty:
+        return pd.DataFrame(columns=["arch", "dataset", "seed", "status"])
+    return df
+
+
+def _arch_order(config: StudyConfig | None, rows: list[StoredRow]) -> dict[str, float]:
+    if config is not None and config.space.name == "dag":
+        from trilemma.errors import TrilemmaError
+        from trilemma.spaces import CellSpec
+
+        try:
+            return {r.arch: CellSpec.parse(r.arch).index for r in rows}
+        except TrilemmaError:  # a store edited by hand: fall back to name order
+            return {}
+    return {}
+
+
+def _combined(statuses: Mapping[str, str]) -> str:
+    values = set(statuses.values())
+    if not values:
+        return "pending"
+    if "failed" in values:
+        return "failed"
+    for s in ("running", "pending"):
+        if s in values:
+            return s
+    if "diverged" in values:
+        return "diverged"
+    return "complete"
+
+
+def load_curves(study: str | Path | StudyConfig, task: str | None = None) -> pd.DataFrame:
+    """Per-epoch curves of every task that stored some (``train``: losses and accuracies).
+
+    Returns:
+        Long table with columns ``arch``, ``dataset``, ``seed``, ``task``, ``epoch``
+        (1-based) and one column per curve (e.g. ``train_loss``, ``test_loss``,
+        ``train_acc``, ``test_acc``).
+    """
+    import pandas as pd
+
+    store, _ = open_study(study)
+    with store:
+        rows = store.rows(status=("complete", "diverged"), task=task)
+    frames = []
+    for r in rows:
+        curves = r.result().get("curves") or {}
+        if not curves:
+            continue
+        n = max(len(v) for v in curves.values())
+        data: dict[str, Any] = {"arch": r.arch, "dataset": r.dataset or None, "seed": r.seed, "task": r.task,
+                                "epoch": range(1, n + 1)}
+        for k, v in curves.items():
+            data[k] = list(v) + [None] * (n - len(v))
+        frames.append(pd.DataFrame(data))
+    if not frames:
+        return pd.DataFrame(columns=["arch", "dataset", "seed", "task", "epoch"])
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class StudyStatus:
+    """Counts and failures of a study.
+
+    Attributes:
+        name: Study name (from the store).
+        store: Store path.
+        counts: ``{status: rows}``.
+        by_task: ``{task: {status: rows}}``.
+        failures: ``(task key, first error line)`` of every failed row.
+        meta: The store's meta entries (without the config text).
+    """
+
+    name: str
+    store: Path
+    counts: dict[str, int]
+    by_task: dict[str, dict[str, int]]
+    failures: list[tuple[TaskKey, str]] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> bool:
+        """Every task is final (complete or diverged)."""
+        return self.total > 0 and self.counts["complete"] + self.counts["diverged"] == self.total
+
+
+def study_status(study: str | Path | StudyConfig) -> StudyStatus:
+    """Counts by status (overall and per task kind) and the failures with their first error line."""
+    from trilemma.study._runner import first_error_line
+
+    store, _ = open_study(study)
+    with store:
+        meta = store.meta()
+        failures = [(r.key, first_error_line(r.error)) for r in store.rows(status="failed")]
+        return StudyStatus(
+            name=meta.get("study", "?"), store=store.path, counts=store.counts(), by_task=store.counts_by_task(),
+            failures=failures, meta={k: v for k, v in meta.items() if k != "config"},
+        )
+
+
+def load_metadata(study: str | Path | StudyConfig) -> dict[str, Any]:
+    """What was run, for reports: config, versions, data, seeds, counts and times.
+
+    Returns:
+        ``study``, ``description``, ``store``, ``space``, ``archs`` (number), ``datasets``,
+        ``seeds``, ``tasks`` (kinds), ``model`` (settings), ``trilemma_versions`` (versions
+        that computed the stored results), ``created_at``, ``last_run_started``,
+        ``last_run_finished``, ``compute_seconds`` (sum of task seconds), ``wall_seconds``
+        (first task start to last task end), ``counts`` and ``config`` (the config as a dict).
+    """
+    import platform
+
+    store, config = open_study(study)
+    with store:
+        meta = store.meta()
+        rows = store.rows()
+        counts = store.counts()
+    started = [r.started_at for r in rows if r.started_at]
+    finished = [r.finished_at for r in rows if r.finished_at]
+    wall = None
+    if started and finished:
+        from datetime import datetime
+
+        wall = (datetime.fromisoformat(max(finished)) - datetime.fromisoformat(min(started))).total_seconds()
+    out: dict[str, Any] = {
+        "study": meta.get("study"),
+        "description": config.description if config else "",
+        "store": str(store.path),
+        "space": config.space.name if config else None,
+        "archs": len({r.arch for r in rows}),
+        "datasets": sorted({r.dataset for r in rows if r.dataset}),
+        "seeds": sorted({r.seed for r in rows}),
+        "tasks": sorted({r.task for r in rows}),
+        "model": config.model.model_dump(mode="json") if config else None,
+        "trilemma_versions": sorted({r.version for r in rows if r.version}),
+        "python": platform.python_version(),
+        "created_at": meta.get("created_at"),
+        "last_run_started": meta.get("last_run_started"),
+        "last_run_finished": meta.get("last_run_finished"),
+        "compute_seconds": sum(r.seconds or 0.0 for r in rows),
+        "wall_seconds": wall,
+        "counts": counts,
+        "config": json.loads(meta["config"]) if meta.get("config") else None,
+    }
+    return out
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _mean(values: list[Any]) -> float | None:
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and v is not None and math.isfinite(float(v))]
+    return sum(nums) / len(nums) if nums else None
+
+
+def to_nb_suite_zero(study: str | Path | StudyConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """The results in NAS-Bench-Suite-Zero's layout: ``{dataset: {arch: {...}}}``.
+
+    Each architecture's entry holds every indicator (theory and measure values, and
+    numeric results of plug-in indicator tasks) as ``{"score": value, "time": seconds}``,
+    the accuracy fields ``val_accuracy`` / ``test_accuracy`` / ``train_accuracy`` (final
+    accuracies in percent, as NAS-Bench-201 reports them; the study's test split serves as
+    validation split), the other trained metrics and topology columns as plain numbers, and
+    ``id`` (the architecture's index in its space when known). With several seeds, values
+    are averaged over seeds (``"seeds"`` gives their number). Dataset-free studies use the
+    dataset key ``"none"``.
+    """
+    store, config = open_study(study)
+    with store:
+        rows = store.rows(status=("complete", "diverged"))
+    archs = list(dict.fromkeys(r.arch for r in rows))
+    space_cols = _space_columns(config, archs)
+    datasets = sorted({r.dataset for r in rows if r.dataset}) or [""]
+    seed_free = {t: _seed_free(t, [r for r in rows if r.task == t]) for t in {r.task for r in rows}}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for dataset in datasets:
+        entries: dict[str, dict[str, Any]] = {}
+        for arch in archs:
+            mine = [r for r in rows if r.arch == arch and r.dataset in (dataset, "")]
+            if not mine:
+                continue
+            entry: dict[str, Any] = {}
+            cols = space_cols.get(arch, {})
+            if "index" in cols:
+                entry["id"] = cols["index"]
+            for k, v in cols.items():
+                if k != "index" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    entry[k] = v
+            scores: dict[str, list[Any]] = {}
+            times: dict[str, list[Any]] = {}
+            plain: dict[str, list[Any]] = {}
+            seeds: set[int] = set()
+            for r in mine:
+                payload = r.result()
+                if not seed_free.get(r.task, True):
+                    seeds.add(r.seed)
+                indicator = r.task != "train"
+                for k, v in payload.items():
+                    if k in _RESERVED or k.endswith("_time") or isinstance(v, (str, bool)) or not _scalar(v):
+                        continue
+                    if indicator and not k.endswith("_std") and not k.endswith("_error"):
+                        scores.setdefault(k, []).append(v)
+                        t = payload.get(f"{k}_time", r.seconds)
+                        times.setdefault(k, []).append(t)
+                    else:
+                        plain.setdefault(k, []).append(v)
+                for k, v in (payload.get("info") or {}).items():
+                    if k in ("width", "params"):
+                        plain.setdefault(k, []).append(v)
+            for k, vs in scores.items():
+                entry[k] = {"score": _mean(vs), "time": _mean(times[k])}
+            for k, vs in plain.items():
+                entry[k] = _mean(vs)
+            for src, dst in (("final_test_acc", "val_accuracy"), ("final_test_acc", "test_accuracy"),
+                             ("final_train_acc", "train_accuracy")):
+                if entry.get(src) is not None:
+                    entry[dst] = 100.0 * entry[src]
+            if seeds:
+                entry["seeds"] = len(seeds)
+            entries[arch] = entry
+        out[dataset or "none"] = entries
+    return out
+
+
+def export_study(
+    study: str | Path | StudyConfig, format: str = "csv", out: str | Path | None = None
+) -> Path:
+    """Write the study's results to a file.
+
+    Args:
+        study: A config, a TOML path, a store path or a study name.
+        format: ``"csv"`` or ``"parquet"`` (the :func:`load_results` table) or ``"json"``
+            (NAS-Bench-Suite-Zero layout, :func:`to_nb_suite_zero`).
+        out: Output path (default: next to the store, ``<store stem>.<format>``).
+
+    Returns:
+        The path written.
+
+    Raises:
+        InvalidArgumentError: Unknown format.
+        StoreError: No store.
+        ConfigError: Parquet requested without pyarrow installed.
+    """
+    if format not in EXPORT_FORMATS:
+        raise InvalidArgumentError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    store_path = resolve_store(study)
+    path = Path(out) if out is not None else store_path.with_suffix(f".{format}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "json":
+        data = to_nb_suite_zero(store_path)
+        path.write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+        return path
+    df = load_results(store_path)
+    if format == "csv":
+        df.to_csv(path, index=False, lineterminator="\n")
+    else:
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ConfigError("parquet export needs pyarrow: pip install 'trilemma[parquet]'")
+        df.to_parquet(path, index=False)
+    return path

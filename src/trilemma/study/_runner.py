@@ -1,0 +1,372 @@
+"""Planning and running a study: config → tasks → jobs → executor → store.
+
+:func:`plan_study` checks every name in the config (space, architectures, task kinds,
+measures, datasets, training fields) and lists the tasks; :func:`run_study` syncs them with
+the store (completed work is skipped, interrupted work re-queued), groups them into jobs
+(batched where a task kind can batch, e.g. training many cells of one shape at once), hands
+the jobs to the executor and writes each outcome as it arrives. A task that raises is
+recorded as failed with its traceback and the study goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trilemma import __version__
+from trilemma.errors import ConfigError, StoreError
+from trilemma.study._config import StudyConfig, config_error, load_config
+from trilemma.study._executors import Executor, make_executor
+from trilemma.study._spaces import StudySpace, select_archs
+from trilemma.study._store import Store
+from trilemma.study._tasks import (
+    Job,
+    Outcome,
+    TaskContext,
+    TaskKey,
+    TaskKind,
+    check_task_names,
+    get_task,
+    load_plugins,
+    now_iso,
+    task_hash,
+)
+
+__all__ = ["StudyPlan", "Progress", "StudySummary", "plan_study", "run_study", "make_jobs"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyPlan:
+    """Everything a study will compute.
+
+    Attributes:
+        config: The validated config.
+        archs: Architectures covered (canonical names).
+        kinds: ``{task kind name: (kind, options)}`` of the enabled kinds.
+        tasks: ``(key, task_hash)`` per task, in plan order.
+        context: A driver-side :class:`TaskContext` (space, dataset shapes for grouping).
+    """
+
+    config: StudyConfig
+    archs: list[str]
+    kinds: dict[str, tuple[TaskKind, Any]]
+    tasks: list[tuple[TaskKey, str]]
+    context: TaskContext
+
+    @property
+    def space(self) -> StudySpace:
+        return self.context.space
+
+    def hashes(self) -> dict[TaskKey, str]:
+        return dict(self.tasks)
+
+
+def plan_study(config: StudyConfig | str | Path | Mapping[str, Any]) -> StudyPlan:
+    """Validate the names in a config and list the study's tasks.
+
+    Args:
+        config: A :class:`StudyConfig`, a TOML path or a mapping.
+
+    Returns:
+        The :class:`StudyPlan`.
+
+    Raises:
+        ConfigError: Any structural or semantic problem, one line per problem with its key path.
+    """
+    cfg = load_config(config)
+    load_plugins(cfg)
+    ctx = TaskContext(cfg)
+    lines = check_task_names(cfg)
+    try:
+        space = ctx.space
+        archs = select_archs(space, cfg.space)
+    except ConfigError as err:
+        lines.extend(str(err).splitlines())
+        archs = []
+    sections = cfg.task_sections()
+    if not sections:
+        lines.append("(top level): no task to run; add a [theory], [measures] or [training] section "
+                     "(or [tasks.<kind>] for a plug-in kind)")
+    kinds: dict[str, tuple[TaskKind, Any]] = {}
+    for name in sections:
+        try:
+            kind = get_task(name)
+        except KeyError:
+            continue  # reported by check_task_names
+        problems = kind.validate(cfg, archs)
+        lines.extend(problems)
+        if not problems and not lines:
+            kinds[name] = (kind, kind.options(cfg))
+    if lines:
+        raise config_error(_source(cfg), list(dict.fromkeys(lines)))
+    tasks: list[tuple[TaskKey, str]] = []
+    for name, (kind, options) in sorted(kinds.items(), key=lambda kv: (kv[1][0].priority, kv[0])):
+        datasets = (cfg.datasets or ("",)) if kind.uses_data else ("",)
+        seeds = cfg.seed_list if kind.uses_seed else (0,)
+        for dataset in datasets:
+            h = task_hash(kind, cfg, options, dataset)
+            for seed in seeds:
+                tasks.extend((TaskKey(a, name, dataset, seed), h) for a in archs)
+    return StudyPlan(cfg, archs, kinds, tasks, ctx)
+
+
+def _source(cfg: StudyConfig) -> str:
+    return f"for study {cfg.name!r}"
+
+
+def make_jobs(plan: StudyPlan, todo: Sequence[TaskKey], n_workers: int, threads: int | None) -> list[Job]:
+    """Group tasks into jobs.
+
+    Tasks of one kind, dataset and seed whose kind gives them the same
+    :meth:`TaskKind.group_key` run as one batched job; groups larger than the kind's
+    :meth:`TaskKind.max_group_size` (``None``: at most 128 per job, at least
+    ``2 × n_workers`` jobs, a multiple of ``n_workers``) are split evenly. Other tasks are bundled ``chunk_size`` at a
+    time. Jobs of kinds with a lower ``priority`` come first (long batched training jobs
+    start first, cheap jobs fill the gaps).
+    """
+    config_json = plan.config.to_json()
+    by_run: dict[tuple[str, str, int], list[str]] = defaultdict(list)
+    for key in todo:
+        by_run[(key.task, key.dataset, key.seed)].append(key.arch)
+    jobs: list[tuple[int, int, Job]] = []
+    for (task, dataset, seed), archs in by_run.items():
+        kind, options = plan.kinds[task]
+        priority = kind.priority
+        groups: dict[Hashable, list[str]] = defaultdict(list)
+        singles: list[str] = []
+        for arch in archs:
+            gk = kind.group_key(plan.context, arch, dataset, seed, options)
+            if gk is None:
+                singles.append(arch)
+            else:
+                groups[gk].append(arch)
+        for members in groups.values():
+            cap = kind.max_group_size(options)
+            if cap is None:  # a multiple of the worker count, so every worker gets an equal share
+                n_jobs = max(math.ceil(len(members) / 128), 2 * n_workers)
+                n_jobs = math.ceil(n_jobs / n_workers) * n_workers
+                cap = max(1, math.ceil(len(members) / n_jobs))
+            n_jobs = math.ceil(len(members) / cap)
+            size = math.ceil(len(members) / n_jobs)
+            for i in range(0, len(members), size):
+                part = tuple(members[i : i + size])
+                jobs.append((priority, -len(part), Job(task, dataset, seed, part, True, config_json, threads)))
+        step = max(1, kind.chunk_size)
+        for i in range(0, len(singles), step):
+            part = tuple(singles[i : i + step])
+            jobs.append((priority, 0, Job(task, dataset, seed, part, False, config_json, threads)))
+    jobs.sort(key=lambda t: (t[0], t[1]))
+    return [j for _, _, j in jobs]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running study stands (passed to the progress callback).
+
+    Attributes:
+        total: Tasks in the study.
+        skipped: Tasks already final before this run started.
+        queued: Tasks this run computes.
+        finished: Of those, how many have finished.
+        complete: Finished complete in this run.
+        failed: Finished failed in this run.
+        diverged: Finished diverged in this run.
+        elapsed: Seconds since the run started.
+        last: The last finished job, e.g. ``"train digits seed 0 (109 archs)"``.
+    """
+
+    total: int
+    skipped: int
+    queued: int
+    finished: int
+    complete: int
+    failed: int
+    diverged: int
+    elapsed: float
+    last: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Tasks per second in this run (0 before the first finishes)."""
+        return self.finished / self.elapsed if self.elapsed > 0 and self.finished else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate (``None`` until a rate is known)."""
+        if not self.finished:
+            return None
+        return (self.queued - self.finished) / self.rate
+
+
+@dataclass
+class StudySummary:
+    """What a run did.
+
+    Attributes:
+        name: Study name.
+        store: Path of the store.
+        total: Tasks in the study.
+        skipped: Tasks already final before the run.
+        ran: Tasks run now.
+        complete, failed, diverged: Outcomes of the tasks run now.
+        counts: ``{status: rows}`` in the whole store after the run.
+        seconds: Wall time of the run.
+        failures: ``(task, first line of the error)`` for the failures of this run.
+        executor: Description of the executor.
+        interrupted: The run was stopped (Ctrl-C) before all tasks finished.
+    """
+
+    name: str
+    store: Path
+    total: int
+    skipped: int
+    ran: int
+    complete: int = 0
+    failed: int = 0
+    diverged: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    failures: list[tuple[TaskKey, str]] = field(default_factory=list)
+    executor: str = ""
+    interrupted: bool = False
+
+    def __str__(self) -> str:
+        lines = [
+            f"study {self.name!r}: {self.total} tasks; {self.skipped} already done, {self.ran} run now "
+            f"({self.complete} complete, {self.diverged} diverged, {self.failed} failed) in {self.seconds:.1f} s",
+            f"store: {self.store}",
+        ]
+        for key, first in self.failures[:10]:
+            lines.append(f"  failed: {key}: {first}")
+        if len(self.failures) > 10:
+            lines.append(f"  … and {len(self.failures) - 10} more failures (trilemma status {self.store})")
+        return "\n".join(lines)
+
+
+def first_error_line(error: str | None) -> str:
+    """The most telling line of a traceback: its last non-empty line."""
+    if not error:
+        return ""
+    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _with_executor(cfg: StudyConfig, kind: str | None, n_workers: int | None, address: str | None) -> StudyConfig:
+    update: dict[str, Any] = {}
+    if kind is not None:
+        update["kind"] = kind
+    if n_workers is not None:
+        update["n_workers"] = n_workers
+    if address is not None:
+        update["address"] = address
+    if not update:
+        return cfg
+    merged = {**cfg.executor.model_dump(), **update}
+    try:
+        executor = type(cfg.executor).model_validate(merged)
+    except Exception as err:  # noqa: BLE001 - pydantic ValidationError
+        raise ConfigError(f"invalid executor override {update}: {err}") from None
+    return cfg.model_copy(update={"executor": executor})
+
+
+def run_study(
+    config: StudyConfig | str | Path | Mapping[str, Any],
+    *,
+    executor: str | None = None,
+    n_workers: int | None = None,
+    address: str | None = None,
+    store: str | Path | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    rerun_failed: bool = True,
+    rerun_changed: bool = False,
+) -> StudySummary:
+    """Run a study to completion, resuming whatever an earlier run left.
+
+    Args:
+        config: A :class:`StudyConfig`, a TOML path or a mapping.
+        executor: Override ``executor.kind`` (``"serial"``, ``"local"``, ``"ray"``).
+        n_workers: Override ``executor.n_workers``.
+        address: Override ``executor.address`` (Ray).
+        store: Override the store path.
+        progress: Called with a :class:`Progress` at the start and after every job.
+        rerun_failed: Run tasks that failed in an earlier run again (default).
+        rerun_changed: Recompute completed tasks whose settings changed since (else an error).
+
+    Returns:
+        A :class:`StudySummary` (counts, failures, store path, wall time).
+
+    Raises:
+        ConfigError: The config is invalid.
+        StoreError: The store belongs to another study, has another schema version, is
+            locked by a running study, or holds results computed under other settings.
+    """
+    cfg = _with_executor(load_config(config), executor, n_workers, address)
+    plan = plan_study(cfg)
+    path = Path(store) if store is not None else cfg.store_path()
+    t0 = time.perf_counter()
+    with Store(path, create=True) as st, st.run_lock():
+        owner = st.meta().get("study")
+        if owner is not None and owner != cfg.name:
+            raise StoreError(
+                f"store {str(path)!r} belongs to study {owner!r}, not {cfg.name!r}; "
+                f"give this study its own store"
+            )
+        st.set_meta(study=cfg.name, config=cfg.to_json(), config_hash=cfg.fingerprint(),
+                    trilemma_version=__version__, last_run_started=now_iso())
+        st.requeue_running()
+        todo = st.sync_plan(plan.tasks, rerun_failed=rerun_failed, rerun_changed=rerun_changed)
+        summary = StudySummary(cfg.name, path, total=len(plan.tasks), skipped=len(plan.tasks) - len(todo), ran=0)
+        logger.info("study %s: %d tasks, %d to run, store %s", cfg.name, len(plan.tasks), len(todo), path)
+
+        def report(last: str = "") -> None:
+            if progress is not None:
+                progress(Progress(summary.total, summary.skipped, len(todo), summary.ran, summary.complete,
+                                  summary.failed, summary.diverged, time.perf_counter() - t0, last))
+
+        if not todo:
+            report()
+        else:
+            ex: Executor = make_executor(cfg.executor)
+            summary.executor = ex.describe()
+            jobs = make_jobs(plan, todo, ex.n_workers, ex.threads)
+            logger.info("%d job(s) on the %s", len(jobs), summary.executor)
+            report()
+            hashes = plan.hashes()
+            try:
+                with ex:
+                    for job, outcomes in ex.run(jobs, on_submit=lambda j: st.mark_running(j.keys())):
+                        st.record(outcomes, hashes)
+                        _count(summary, outcomes)
+                        report(f"{job.task} {job.dataset + ' ' if job.dataset else ''}seed {job.seed} "
+                               f"({len(job.archs)} arch{'s' if len(job.archs) != 1 else ''})")
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                logger.warning("interrupted: tasks in flight go back to pending; run again to resume")
+            finally:
+                st.requeue_running()
+        st.set_meta(last_run_finished=now_iso())
+        summary.counts = st.counts()
+    summary.seconds = time.perf_counter() - t0
+    if summary.failed:
+        logger.info("%d task(s) failed; see `trilemma status %s`", summary.failed, path)
+    return summary
+
+
+def _count(summary: StudySummary, outcomes: Sequence[Outcome]) -> None:
+    for o in outcomes:
+        summary.ran += 1
+        if o.status == "complete":
+            summary.complete += 1
+        elif o.status == "diverged":
+            summary.diverged += 1
+        else:
+            summary.failed += 1
+            summary.failures.append((o.key, first_error_line(o.error)))
