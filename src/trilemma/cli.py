@@ -14,15 +14,21 @@ from trilemma.errors import TrilemmaError
 
 __all__ = ["main", "build_parser"]
 
-# Sub-packages that contribute commands through ``_cli.add_commands(subparsers)``.
-_COMMAND_MODULES = (
-    "trilemma.measures._cli",
-    "trilemma.data._cli",
-    "trilemma.study._cli",
-    "trilemma.report._cli",
-    "trilemma.nb201._cli",
-    "trilemma.lessons._cli",
-)
+# Sub-packages that contribute commands through ``_cli.add_commands(subparsers)``, with the
+# commands each one adds and their one-line help. A module is imported only when one of its
+# commands is run (importing torch for ``trilemma --help`` would cost seconds).
+_COMMAND_MODULES: dict[str, dict[str, str]] = {
+    "trilemma.study._cli": {
+        "run": "run (or resume) a study from its TOML config",
+        "status": "counts by status and failures of a study",
+        "export": "write a study's results as csv, parquet or json",
+        "report": "build the HTML/Markdown report of a study",
+    },
+    "trilemma.measures._cli": {"measures": "list the registered measures"},
+    "trilemma.data._cli": {"datasets": "list the registered datasets"},
+    "trilemma.nb201._cli": {"nb201": "NAS-Bench-201: closed-form indicators, filter, search simulation"},
+    "trilemma.lessons._cli": {"lesson": "the lecture's experiments: list them or run one"},
+}
 
 
 def _theory_table(args: argparse.Namespace):  # -> pandas.DataFrame
@@ -96,21 +102,16 @@ def _cmd_space_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Until the study runner lands: the topology and theory table of the H=3 space."""
-    import pandas as pd
-
-    df = _theory_table(argparse.Namespace(nodes=3, archs=None, correlation=0.5, width=256, in_features=784,
-                                          num_classes=10))
-    with pd.option_context("display.max_rows", None, "display.width", 200):
-        print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    trainable = df[df["trainable"]]
-    print(f"\n{len(df)} cells, {int(df['trainable'].sum())} trainable, "
-          f"{trainable['group'].nunique()} (P, d̄) groups")
-    return 0
+def _requested_command(argv: Sequence[str] | None) -> str | None:
+    """The first positional argument (the command), without parsing the rest."""
+    for arg in sys.argv[1:] if argv is None else argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only the sub-package that provides the command in ``argv`` is imported."""
     parser = argparse.ArgumentParser(
         prog="trilemma",
         description="Expressivity, convergence and generalization of neural architectures.",
@@ -133,22 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=_cmd_space_list, archs=None)
     space.set_defaults(func=lambda a: (space.print_help(), 2)[1])
 
-    demo = sub.add_parser("demo", help="the main job (what `make demo` runs)")
-    demo.set_defaults(func=_cmd_demo)
-
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue  # that sub-package is not part of this build
-            raise
-        module.add_commands(sub)
+    wanted = _requested_command(argv)
+    for name, commands in _COMMAND_MODULES.items():
+        if wanted in commands:
+            importlib.import_module(name).add_commands(sub)
+        else:
+            for command, help_text in commands.items():
+                stub = sub.add_parser(command, help=help_text, add_help=False)
+                stub.set_defaults(func=None)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
