@@ -295,6 +295,11 @@ _BUILTIN: tuple[MetricInfo, ...] = (
                "mean curvature of the output curve of a great circle at init (Poole et al. 2016)"),
     MetricInfo("length_distortion", "init", {_E: True}, "length distortion",
                "output-curve length over input-curve length at init"),
+    MetricInfo("curvature_length_distortion", "init", {_E: True}, "length distortion",
+               "length distortion as the study table names it (an extra of the curvature measure)"),
+    MetricInfo("ntk_lambda_min_lambda_robust", "init", {_C: True, _G: True}, "robust λ(NTK)",
+               "eigenvalue where the top-down cumulative NTK spectrum reaches 90% of the trace "
+               "(the papers' robust λ_min; an extra of the ntk_lambda_min measure)"),
     MetricInfo("nngp_lambda_min", "init", {_C: True}, "λ_min(NNGP)",
                "least eigenvalue of the empirical NNGP Gram at init (Theorem 4.3)"),
     MetricInfo("ntk_lambda_min", "init", {_C: True, _G: True}, "λ_min(NTK)",
