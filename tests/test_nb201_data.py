@@ -15,6 +15,7 @@ import pytest
 from trilemma.errors import DatasetNotFoundError, InvalidArgumentError, InvalidSpecError, MissingDependencyError
 from trilemma.nb201 import (
     NBSZ_PROXIES,
+    combined_indicator,
     load_cifar10_images,
     load_nats_bench,
     load_nb201_accuracy,
@@ -163,11 +164,14 @@ def test_cli_score_writes_every_indicator(tmp_path, capsys):
     assert len(df) == NUM_NB201_CELLS and set(INDICATORS) <= set(df.columns) and "in_centre" in df
     ref = closed_form_table()
     np.testing.assert_allclose(df["ntk_bound"], ref["ntk_bound"])
+    np.testing.assert_allclose(df["trilemma_score"], ref["trilemma_score"])  # default: the closed-form design
     assert "removes 45.9%" in capsys.readouterr().out
     out2 = tmp_path / "centre.csv"
     assert _run(["nb201", "score", "--out", str(out2), "--filter", "centre", "--combined", "live_params:+1,P:-1"]) == 0
     df2 = pd.read_csv(out2)
     assert len(df2) == int(centre_filter(ref).keep.sum()) and df2["in_centre"].all()
+    assert _run(["nb201", "score", "--out", str(out2), "--combined", "closed_form_equal"]) == 0
+    np.testing.assert_allclose(pd.read_csv(out2)["trilemma_score"], combined_indicator(ref, "closed_form_equal"))
     assert _run(["nb201", "score", "--out", str(out2), "--combined", "none", "--unique"]) == 0
     assert "trilemma_score" not in pd.read_csv(out2).columns
     with pytest.raises(InvalidArgumentError, match="column:"):

@@ -8,7 +8,10 @@ import pytest
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.nb201 import (
+    COMBINED_VARIANTS,
+    DEFAULT_COMBINED,
     DISCONNECTED_SCORE,
+    SECONDARY_WEIGHT,
     INDICATORS,
     MacroConfig,
     centre_filter,
@@ -110,6 +113,77 @@ def test_combined_indicator_is_a_log_rank_sum():
         combined_indicator(t, [("a", 2)])
     with pytest.raises(InvalidArgumentError, match="NaN"):
         combined_indicator(t.assign(a=[1.0, np.nan, 2.0, 3.0]), [("a", 1)])
+
+
+def _design_table(seed: int = 0, n: int = 60) -> pd.DataFrame:
+    """A constructed table with the default design's columns: integer conv_score levels."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "conv_score": rng.integers(-6, 13, n),
+            "jacob_cov": rng.normal(size=n),
+            "live_params": rng.integers(1, 5, n) * 1000,
+            "has_path": True,
+        }
+    )
+
+
+def test_weighted_combined_indicator_and_variants(full_table):
+    t = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [4.0, 3.0, 2.0, 1.0]})
+    s = combined_indicator(t, [("a", 1, 1.0), ("b", 1, 0.25)])
+    np.testing.assert_allclose(s, np.log([1, 2, 3, 4]) + 0.25 * np.log([4, 3, 2, 1]) - 1.25 * np.log(4))
+    # unit weights = the unweighted form; a mapping may carry weights too
+    np.testing.assert_allclose(combined_indicator(t, [("a", 1, 1), ("b", -1, 1)]), combined_indicator(t, [("a", 1), ("b", -1)]))
+    np.testing.assert_allclose(combined_indicator(t, {"x": ("a", 1, 1.0), "y": ("b", 1, 0.25)}), s)
+    # the default is the named design, and the design is conv_score + w·(jacob_cov, live_params)
+    assert DEFAULT_COMBINED == "trilemma" and 0 < SECONDARY_WEIGHT < 1
+    d = _design_table()
+    n = len(d)
+    manual = np.log(d["conv_score"].rank() / n) + SECONDARY_WEIGHT * (
+        np.log(d["jacob_cov"].rank() / n) + np.log(d["live_params"].rank() / n)
+    )
+    np.testing.assert_allclose(combined_indicator(d), manual)
+    np.testing.assert_allclose(combined_indicator(d, DEFAULT_COMBINED), manual)
+    # closed_form_table's trilemma_score is the closed-form variant of the design
+    sub = full_table.iloc[::50].reset_index(drop=True)
+    np.testing.assert_allclose(
+        closed_form_table(sub["index"])["trilemma_score"], combined_indicator(sub, "closed_form")
+    )
+    for name, axes in COMBINED_VARIANTS.items():
+        assert all(d_ in (1, -1) and w > 0 for _, d_, w in axes), name
+    with pytest.raises(InvalidArgumentError, match="unknown combined-indicator variant 'nope'.*trilemma"):
+        combined_indicator(d, "nope")
+    with pytest.raises(InvalidArgumentError, match="column 'jacob_cov' not in the table"):
+        combined_indicator(d.drop(columns="jacob_cov"))
+    for bad in (0.0, -1.0, np.inf, "1"):
+        with pytest.raises(InvalidArgumentError, match="weight of 'a' must be a finite number > 0"):
+            combined_indicator(t, [("a", 1, bad)])
+    with pytest.raises(InvalidArgumentError, match="tuple"):
+        combined_indicator(t, [("a", 1, 1.0, 2.0)])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_design_orders_by_expressivity_then_the_other_axes(seed):
+    d = _design_table(seed)
+    s = combined_indicator(d).to_numpy()
+    conv, jc, lp = (d[c].to_numpy() for c in ("conv_score", "jacob_cov", "live_params"))
+    ge = (conv[:, None] >= conv[None, :]) & (jc[:, None] >= jc[None, :]) & (lp[:, None] >= lp[None, :])
+    # Pareto-monotone: no worse on every axis → no lower score
+    assert (s[:, None] >= s[None, :] - 1e-12)[ge].all()
+    # within a conv_score level (and equal live_params) the order is jacob_cov's
+    same = (conv[:, None] == conv[None, :]) & (lp[:, None] == lp[None, :]) & (jc[:, None] > jc[None, :])
+    assert same.any() and (s[:, None] > s[None, :])[same].all()
+    # a cell in a higher conv_score level beats one in a lower level unless the log-rank gap of
+    # conv_score is smaller than the most the two secondary axes can add (2 · w · log n)
+    n = len(d)
+    lr = np.log(d["conv_score"].rank().to_numpy() / n)
+    far = (lr[:, None] - lr[None, :]) > 2 * SECONDARY_WEIGHT * np.log(n)
+    assert far.any() and (s[:, None] > s[None, :])[far].all()
+    # disconnected cells rank last and may hold NaN in the measured axis
+    dd = d.assign(has_path=np.arange(n) % 7 != 0)
+    dd.loc[~dd["has_path"], "jacob_cov"] = np.nan
+    sd = combined_indicator(dd).to_numpy()
+    assert sd[~dd["has_path"]].max() < sd[dd["has_path"]].min()
 
 
 def test_bad_arguments():

@@ -31,7 +31,11 @@ from trilemma.nb201._data import (
     shared_data_dir,
 )
 from trilemma.nb201._indicators import (
+    CLOSED_FORM_COMBINED,
     COMBINED_AXES,
+    COMBINED_VARIANTS,
+    DEFAULT_COMBINED,
+    SECONDARY_WEIGHT,
     CONV_SCORE_WEIGHTS,
     DISCONNECTED_SCORE,
     INDICATORS,
@@ -46,7 +50,11 @@ from trilemma.nb201._search import CentreFilter, SearchResult, centre_filter, se
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "CLOSED_FORM_COMBINED",
     "COMBINED_AXES",
+    "COMBINED_VARIANTS",
+    "DEFAULT_COMBINED",
+    "SECONDARY_WEIGHT",
     "CONV_SCORE_WEIGHTS",
     "CentreFilter",
     "DISCONNECTED_SCORE",

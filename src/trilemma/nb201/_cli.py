@@ -35,13 +35,25 @@ def _parse_axes(text: str) -> list[tuple[str, int]]:
 
 
 def _table(args: argparse.Namespace):  # -> pandas.DataFrame
-    from trilemma.nb201 import MacroConfig, centre_filter, closed_form_table, combined_indicator
+    from trilemma.nb201 import (
+        CLOSED_FORM_COMBINED,
+        COMBINED_VARIANTS,
+        MacroConfig,
+        centre_filter,
+        closed_form_table,
+        combined_indicator,
+    )
     from trilemma.spaces import unique_nb201_cells
 
     config = MacroConfig(C=args.C, N=args.N, num_classes=args.num_classes, resolution=args.resolution)
     full = closed_form_table(None, config=config, corr=args.corr, width=args.width, combined=False)
     if args.combined != "none":
-        axes = None if args.combined == "default" else _parse_axes(args.combined)
+        if args.combined == "default":
+            axes = CLOSED_FORM_COMBINED
+        elif args.combined in COMBINED_VARIANTS:
+            axes = args.combined
+        else:
+            axes = _parse_axes(args.combined)
         full["trilemma_score"] = combined_indicator(full, axes)
     filt = centre_filter(full, fraction=args.filter_fraction)
     full["in_centre"] = filt.keep
@@ -61,7 +73,10 @@ def _add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=None, help="width m of the Jacobian path sum (default: --C)")
     p.add_argument(
         "--combined", default="default",
-        help="combined indicator axes: 'default', 'none', or 'col:+1,col:-1,...' (default: default)",
+        help="combined indicator (trilemma_score column): 'default' (the closed-form variant 'closed_form' of the "
+        "default design: conv_score, then ntk_bound and live_params at weight 0.03), a variant name of "
+        "trilemma.nb201.COMBINED_VARIANTS whose columns are closed-form (e.g. 'closed_form_equal'), 'none', "
+        "or 'col:+1,col:-1,...' (equal weights) (default: default)",
     )
     p.add_argument(
         "--filter-fraction", type=float, default=0.5,
