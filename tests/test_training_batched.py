@@ -1,0 +1,168 @@
+"""train_batched against its reference: every model trained alone with train_cell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trilemma.data import load_dataset
+from trilemma.errors import InvalidArgumentError
+from trilemma.training import EpochRecord, TrainConfig, train_batched, train_cell
+
+# skip edges, a dead node (0_10_222: node 1 has no input), the chain, the best single net
+CELLS = ["2_21_112", "2_02_002", "1_01_222", "2_22_221", "0_10_222", "1_22_221", "2_12_122"]
+SEEDS = [0, 1, 2, 0, 1, 2, 3]
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread():
+    """Tiny models: intra-op threads only add overhead (and stall on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits() -> object:
+    return load_dataset("digits", max_train=200, max_test=60)
+
+
+def _rel(a: list[float], b: list[float]) -> float:
+    x, y = np.asarray(a), np.asarray(b)
+    assert x.shape == y.shape
+    return float(np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-300))) if x.size else 0.0
+
+
+def _assert_same(batched: list, cells: list[str], seeds: list[int], dataset: object, config: TrainConfig,
+                 tol: float = 1e-6, **kw: object) -> None:
+    for spec, seed, rb in zip(cells, seeds, batched):
+        r1 = train_cell(spec, dataset, config, seed=seed, keep_weights=True, **kw)  # type: ignore[arg-type]
+        assert rb.spec == spec and rb.seed == seed and rb.num_params == r1.num_params
+        assert (rb.status, rb.epochs, rb.diverged_epoch) == (r1.status, r1.epochs, r1.diverged_epoch)
+        assert _rel(rb.train_loss, r1.train_loss) < tol, spec
+        assert _rel(rb.test_loss, r1.test_loss) < tol, spec
+        assert rb.eval_epochs == r1.eval_epochs
+        if r1.train_acc is not None:
+            assert rb.train_acc == r1.train_acc and rb.test_acc == r1.test_acc
+        if r1.status == "completed":
+            for key, value in r1.final_state.items():  # type: ignore[union-attr]
+                torch.testing.assert_close(rb.final_state[key], value, rtol=tol, atol=1e-9)  # type: ignore[index]
+
+
+@pytest.fixture(autouse=True)
+def _poisoned_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work buffers start as NaN: reading an element that was never written fails the tests."""
+    from trilemma.training import _batched
+
+    monkeypatch.setattr(_batched, "_POISON_BUFFERS", True)
+
+
+def test_batched_equals_one_by_one_papers_protocol(digits: object) -> None:
+    """Acceptance: same seeds -> per-epoch losses agree within 1e-6 relative in float64."""
+    config = TrainConfig(epochs=3, batch_size=64, dtype="float64")
+    # chunks of 3 split the runs of models; mixed seeds exercise per-model batch orders
+    threads = torch.get_num_threads()
+    batched = train_batched(CELLS, digits, config, width=16, seeds=SEEDS, chunk_size=3,  # type: ignore[arg-type]
+                            workers=2, keep_weights=True)
+    assert torch.get_num_threads() == threads  # restored after the worker threads
+    _assert_same(batched, CELLS, SEEDS, digits, config, width=16)
+    facts = batched[0].metadata["batched"]
+    assert facts["fused_sgd"] is True and facts["workers"] == 2 and facts["chunks"] == 3
+
+
+@pytest.mark.parametrize(("changes", "init", "bias"), [
+    ({"momentum": 0.9, "weight_decay": 1e-3}, "he", True),
+    ({"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4}, "ntk", False),
+    ({"loss": "mse", "schedule": "cosine"}, "ntk", True),
+    ({"schedule": "step", "step_size": 1, "full_train_eval": True, "eval_every": 2}, "he", False),
+])
+def test_batched_equals_one_by_one_options(digits: object, changes: dict, init: str, bias: bool) -> None:
+    config = TrainConfig(epochs=3, batch_size=64, dtype="float64", **changes)
+    cells, seeds = CELLS[:5], [5, 5, 5, 6, 6]
+    batched = train_batched(cells, digits, config, width=8, seeds=seeds, init=init, bias=bias,  # type: ignore[arg-type]
+                            chunk_size=2, workers=2, keep_weights=True)
+    _assert_same(batched, cells, seeds, digits, config, width=8, init=init, bias=bias)
+    if config.full_train_eval:
+        one = train_cell(cells[0], digits, config, width=8, seed=5, init=init, bias=bias)  # type: ignore[arg-type]
+        assert _rel(batched[0].train_loss_full, one.train_loss_full) < 1e-6  # type: ignore[arg-type]
+        assert batched[0].eval_epochs == [2, 3]
+
+
+def test_batched_regression_and_drop_last() -> None:
+    ds = load_dataset("sawtooth", k=2, n_samples=150)
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.05, dtype="float64", drop_last=True)
+    cells = CELLS[:5]
+    batched = train_batched(cells, ds, config, width=8, seeds=1, keep_weights=True)
+    assert batched[0].loss == "mse" and batched[0].train_acc is None
+    _assert_same(batched, cells, [1] * 5, ds, config, width=8)
+
+
+def test_divergence_is_per_model_and_recorded(digits: object) -> None:
+    std = load_dataset("digits", normalize="standardize", max_train=256, max_test=64)
+    config = TrainConfig(epochs=3, batch_size=64, lr=10.0, dtype="float64")
+    cells = CELLS + ["2_00_002"]
+    seeds = list(range(len(cells)))
+    batched = train_batched(cells, std, config, width=16, seeds=seeds, chunk_size=3, keep_weights=True)
+    statuses = [r.status for r in batched]
+    assert "diverged" in statuses and "completed" in statuses  # the test means something
+    for r in batched:
+        if r.diverged:
+            assert r.epochs == r.diverged_epoch - 1 and len(r.train_loss) == r.epochs  # type: ignore[operator]
+            assert all(np.isfinite(r.train_loss))
+    _assert_same(batched, cells, seeds, std, config, width=16)
+
+
+def test_callback_and_metadata(digits: object) -> None:
+    records: list[EpochRecord] = []
+    config = TrainConfig(epochs=2, batch_size=100)
+    out = train_batched(CELLS[:3], digits, config, width=8, seeds=[0, 1, 2], callback=records.append)  # type: ignore[arg-type]
+    assert len(records) == 6 and {r.model_index for r in records} == {0, 1, 2}
+    rec = next(r for r in records if r.model_index == 1 and r.epoch == 2)
+    assert rec.train_loss == out[1].train_loss[1] and rec.test_loss == out[1].test_loss[1]
+    assert out[2].config.seed == 2 and out[0].metadata["batched"]["models"] == 3
+
+
+def test_batched_rejects_bad_input(digits: object) -> None:
+    config = TrainConfig(epochs=1)
+    with pytest.raises(InvalidArgumentError, match="does not support batchnorm=True"):
+        train_batched(CELLS[:2], digits, config, width=8, batchnorm=True)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="same number of nodes H"):
+        train_batched(["2_02_002", "2_02"], digits, config, width=8)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="one entry per spec"):
+        train_batched(CELLS[:2], digits, config, width=8, seeds=[1, 2, 3])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="non-empty sequence"):
+        train_batched([], digits, config)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="chunk_size"):
+        train_batched(CELLS[:2], digits, config, chunk_size=0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="workers must be a positive int"):
+        train_batched(CELLS[:2], digits, config, workers=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("init", "bias", "dtype"), [("he", True, torch.float32), ("ntk", False, torch.float64),
+                                                    ("ntk", True, torch.float32)])
+def test_replayed_initialization_equals_build_model(init: str, bias: bool, dtype: torch.dtype) -> None:
+    """The fast initialization replays build_model's random stream exactly."""
+    from trilemma.models import build_model
+    from trilemma.spaces import CellSpec
+    from trilemma.training._batched import _seeded_weights, _weights_of
+
+    for cell, seed in zip(CELLS, [0, 7, 123, 5, 9, 1, 2]):
+        spec = CellSpec.parse(cell)
+        fast = _seeded_weights(spec, 12, 5, 8, bias=bias, init=init, seed=seed, dtype=dtype)
+        ref = _weights_of(build_model(spec, 12, 5, 8, bias=bias, init=init, seed=seed, dtype=dtype))
+        assert fast.layers.keys() == ref.layers.keys()
+        for (w, b, f), (w_ref, b_ref, f_ref) in zip(fast.layers.values(), ref.layers.values()):
+            assert torch.equal(w, w_ref) and f == f_ref
+            assert (b is None and b_ref is None) or torch.equal(b, b_ref)  # type: ignore[arg-type]
+
+
+def test_batched_is_deterministic_across_workers(digits: object) -> None:
+    """The same chunks give bit-identical results whichever worker thread runs them."""
+    config = TrainConfig(epochs=2, batch_size=50)
+    one = train_batched(CELLS, digits, config, width=8, seeds=SEEDS, chunk_size=2, workers=1)  # type: ignore[arg-type]
+    two = train_batched(CELLS, digits, config, width=8, seeds=SEEDS, chunk_size=2, workers=3)  # type: ignore[arg-type]
+    for a, b in zip(one, two):
+        assert a.train_loss == b.train_loss and a.test_loss == b.test_loss and a.test_acc == b.test_acc
