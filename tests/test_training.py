@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from trilemma.data import load_dataset
@@ -175,6 +175,10 @@ def test_convergence_epoch_by_hand() -> None:
 def test_convergence_epoch_matches_reference(steps: list[float], eps: float, window: int, patience: int,
                                              min_epoch: int) -> None:
     losses = list(1.0 - np.cumsum(steps))
+    # A moving-mean change within round-off of eps is decided by summation order, which the
+    # two implementations do not share; such ties say nothing about the rule itself.
+    ma = [sum(losses[e - window : e]) / window for e in range(window, len(losses) + 1)]
+    assume(all(abs(abs(b - a) - eps) > 1e-9 for a, b in zip(ma, ma[1:])))
     assert convergence_epoch(losses, eps, window, patience, min_epoch) == ref_convergence_epoch(
         losses, eps, window, patience, min_epoch)
 
