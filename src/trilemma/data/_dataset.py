@@ -316,7 +316,9 @@ def _split(
     return x_tr, y_tr, x_te, y_te, stratify is not None
 
 
-def _subsample(x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generator, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _subsample(
+    x: np.ndarray, y: np.ndarray, n: int | None, rng: np.random.Generator, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     if n is None:
         return x, y
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:

@@ -4,26 +4,32 @@
 :func:`~trilemma.training.train_cell` on every spec with its seed (same initialization,
 same mini-batch order, same optimizer), but runs all models together:
 
-* **Stacked weights.** Every layer kind is one tensor over models: the stem ``(M, d, m)``
-  and, per edge ``(s, t)`` of the cell, ``(n_e, m, m)`` holding only the ``n_e`` models in
-  which that edge is linear (stored transposed, ``y = x @ W``), and the readout
+* **Stacked weights.** Every layer kind is one tensor over models: the stem ``(M, d, m)``;
+  per edge ``(s, t)`` of the cell, ``(n_e, m, m)`` holding only the ``n_e`` models in
+  which that edge is linear (stored transposed, ``y = x @ W``); and the readout
   ``(M, k, m)``, which computes the logits transposed, ``(k, B)`` per model (a GEMM with B
-  rather than k output columns, and a softmax over an outer dimension).
+  rather than k output columns, and a softmax over an outer dimension). A bias is one more
+  weight row that multiplies a constant input column, so it costs no extra operation.
 * **Model order.** Models are re-ordered internally (Gray-code order of their linear-edge
   pattern) so that, for each edge, the models where it is linear form few contiguous
   runs. Each run is one ``baddbmm`` on *views*: no gather or scatter of activations.
   Skip edges are an in-place masked add over the run of models that has them. The first
   contribution to a node is written rather than added, so node buffers are never zeroed.
-* **Chunks and workers.** Models are processed in chunks (default <= 16 on the CPU, all on a
-  GPU) so that a chunk's activations stay in cache through its forward and backward pass;
-  on the CPU, worker threads (one per core, one intra-op thread each) own the chunks.
-* **Manual backward, fused update.** The backward pass is written out (ReLU masks,
-  ``baddbmm`` for input and weight gradients). For plain SGD (the papers' protocol) the
-  weight update is fused into the gradient GEMM (``W.baddbmm_(hᵀ, δ, alpha=−lr)``), so no
-  gradient is ever stored; momentum, weight decay and Adam keep per-parameter state and
-  update with ``torch._foreach`` ops, following ``torch.optim.SGD``/``Adam`` exactly.
+* **Chunks and workers.** Models are processed in chunks (default <= 8 on the CPU, all on a
+  GPU) so that a chunk's activations stay in cache through its forward and backward pass,
+  and a chunk runs all steps of an epoch before the next one; on the CPU, worker threads
+  (one per core, one intra-op thread each) own the chunks.
+* **Manual backward, fused update, compiled program.** The backward pass is written out
+  (ReLU masks, ``baddbmm`` for input and weight gradients). A chunk's forward pass, loss
+  and backward pass are encoded once as a list of op codes over pre-made views and run by
+  one TorchScript function per step (no per-op Python overhead, no GIL). For plain SGD
+  (the papers' protocol) the weight update is fused into the gradient GEMM
+  (``W.baddbmm_(hᵀ, δ, alpha=−lr)``), so no gradient is ever stored; momentum, weight
+  decay and Adam keep per-parameter state and update with ``torch._foreach`` ops,
+  following ``torch.optim.SGD``/``Adam`` exactly.
 * **Loss.** Each model's loss is the mean over its own mini-batch; the gradient of each
-  model is its own (the batched objective is the sum of the models' losses).
+  model is its own (the batched objective is the sum of the models' losses). Accuracy
+  uses ``argmax``'s tie rule (first maximal logit), computed as an outer reduction.
 * **Divergence.** A model whose epoch loss is non-finite is recorded as ``"diverged"`` in
   that epoch (as :func:`~trilemma.training.train` does), its weights are zeroed and it is
   frozen; the other models are unaffected (no operation mixes models).
@@ -33,13 +39,15 @@ BatchNorm is not supported here (use :func:`~trilemma.training.train` per model)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, List
 
 import torch
 from torch import nn
@@ -57,7 +65,7 @@ __all__ = ["train_batched", "DEFAULT_CPU_CHUNK"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CPU_CHUNK = 16
+DEFAULT_CPU_CHUNK = 8
 EVAL_ROWS = 512  # rows per evaluation pass (keeps a chunk's activations in cache)
 _threshold_backward = torch.ops.aten.threshold_backward.grad_input
 _POISON_BUFFERS = False  # set by tests: fill fresh work buffers with NaN
@@ -194,7 +202,17 @@ def _seeded_weights(spec: CellSpec, d: int, k: int, m: int, *, bias: bool, init:
 
 
 class _Stack:
-    """Stacked parameters of M DAG-MLPs (internal model order)."""
+    """Stacked parameters of M DAG-MLPs (internal model order).
+
+    A layer's bias is stored as one more input row of its weight: ``W_aug = [Wᵀ; b / 1]``
+    multiplies inputs that carry a constant last column ``1/f`` (``f`` the NTK factor in
+    front of the layer, 1 for He init), so ``f·(x_aug @ W_aug) = f·x Wᵀ + b``. The bias
+    then needs no broadcast in the forward pass and its gradient comes out of the weight
+    gradient GEMM, with exactly the gradient of the separate bias. Shapes (``A = 1`` with
+    biases, else 0): stem ``Ws (M, d + A, m)``, edge ``(s, t)`` ``We[e] (n_e, m + A, m)``
+    for the ``n_e`` models in which it is linear, readout ``Wr (M, k, m + A)`` (logits are
+    computed transposed, ``(k, B)`` per model).
+    """
 
     def __init__(
         self,
@@ -210,77 +228,154 @@ class _Stack:
         Wr0 = first.layers["readout"][0]
         self.d, self.m, self.k = first.layers["stem"][0].shape[1], Wr0.shape[1], Wr0.shape[0]
         self.bias = bias
+        self.A = int(bias)
         self.ops = [[weights[i].spec.ops[t - 1][s] for (s, t) in self.edges] for i in order]
         M = len(order)
 
         def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
             return torch.stack(tensors).to(device=device, dtype=dtype).contiguous()
 
+        def rows(layer: tuple[torch.Tensor, torch.Tensor | None, float]) -> torch.Tensor:
+            w, b, _ = layer  # (out, in) -> (in + A, out)
+            return torch.cat([w.t(), b[None]]) if b is not None else w.t()
+
         stem = [weights[i].layers["stem"] for i in order]
         readout = [weights[i].layers["readout"] for i in order]
         self.f_stem, self.f_out = stem[0][2], readout[0][2]
-        self.Ws = stack([w.t() for w, _, _ in stem])
-        self.bs = stack([b[None] for _, b, _ in stem]) if bias else None  # type: ignore[index]
-        # the readout keeps nn.Linear's (k, m) layout: logits are computed transposed, (k, B)
-        self.Wr = stack([w for w, _, _ in readout])
-        self.br = stack([b[:, None] for _, b, _ in readout]) if bias else None  # type: ignore[index]
+        self.Ws = stack([rows(layer) for layer in stem])
+        self.Wr = stack([rows(layer).t() for layer in readout])
         self.We: list[torch.Tensor | None] = []
-        self.be: list[torch.Tensor | None] = []
-        self.f_edge: list[float] = []
+        self.f_edge = 1.0
         self.pos: list[dict[int, int]] = []  # internal model -> compact index, per edge
         for e, (s, t) in enumerate(self.edges):
             holders = [j for j in range(M) if self.ops[j][e] == LINEAR]
             self.pos.append({j: r for r, j in enumerate(holders)})
             parts = [weights[order[j]].layers[f"{s}_{t}"] for j in holders]
-            self.f_edge.append(parts[0][2] if parts else 1.0)
-            self.We.append(stack([w.t() for w, _, _ in parts]) if parts else None)
-            self.be.append(stack([b[None] for _, b, _ in parts]) if (parts and bias) else None)  # type: ignore[index]
+            if parts:
+                self.f_edge = parts[0][2]
+            self.We.append(stack([rows(layer) for layer in parts]) if parts else None)
 
     def params(self) -> list[torch.Tensor]:
-        out = [self.Ws, self.Wr]
-        out += [w for w in self.We if w is not None]
-        if self.bias:
-            out += [self.bs, self.br] + [b for b in self.be if b is not None]  # type: ignore[list-item]
-        return out  # type: ignore[return-value]
+        return [self.Ws, self.Wr] + [w for w in self.We if w is not None]
 
     def model_slices(self, j: int) -> list[tuple[torch.Tensor, int]]:
         """(stacked tensor, row) of every parameter of internal model ``j``."""
         out = [(self.Ws, j), (self.Wr, j)]
-        if self.bias:
-            out += [(self.bs, j), (self.br, j)]  # type: ignore[list-item]
         for e in range(len(self.edges)):
             if j in self.pos[e]:
                 out.append((self.We[e], self.pos[e][j]))  # type: ignore[arg-type]
-                if self.bias:
-                    out.append((self.be[e], self.pos[e][j]))  # type: ignore[arg-type]
         return out
 
     def export(self, j: int, model: DAGMLP) -> None:
         """Copy internal model ``j``'s weights into ``model`` (a DAGMLP of the same spec)."""
         with torch.no_grad():
-            pairs = [(model.stem, self.Ws, self.bs, j)]
+            pairs = [(model.stem, self.Ws[j])]
             for e, (s, t) in enumerate(self.edges):
                 if j in self.pos[e]:
-                    pairs.append((model.edges[f"{s}_{t}"], self.We[e], self.be[e], self.pos[e][j]))  # type: ignore[arg-type]
-            for seq, W, b, row in pairs:
+                    pairs.append((model.edges[f"{s}_{t}"], self.We[e][self.pos[e][j]]))  # type: ignore[index]
+            pairs.append((model.readout, self.Wr[j].t()))
+            for seq, W in pairs:
                 lin, _ = _layer_parts(seq)
-                lin.weight.copy_(W[row].t())
-                if b is not None:
-                    lin.bias.copy_(b[row, 0])
-            lin, _ = _layer_parts(model.readout)
-            lin.weight.copy_(self.Wr[j])
-            if self.br is not None:
-                lin.bias.copy_(self.br[j, :, 0])
+                n_in = W.shape[0] - self.A
+                lin.weight.copy_(W[:n_in].t())
+                if self.bias:
+                    lin.bias.copy_(W[n_in])
 
 
-# --------------------------------------------------------------------------- per-chunk plans
+# --------------------------------------------------------------------------- per-chunk programs
+# A chunk's forward pass, loss and backward pass are a fixed list of tensor operations on
+# pre-made views. They are encoded as op codes over a list of tensors and executed by one
+# TorchScript function, so a whole training step of a chunk is a single call that runs
+# without the GIL (worker threads then compute in parallel) and with less per-op overhead
+# than Python. Op codes (arguments are indices into the tensor list unless noted):
+_GEMM = 0  # out, a, b, beta (0/1), lr flag: out = beta·out + alpha·(a @ b), alpha = α (·−lr if flag)
+_CLAMP = 1  # dst, src: dst = max(src, 0)
+_RELU_ADD = 2  # dst, src: src = max(src, 0); dst += src
+_ADD = 3  # dst, src
+_COPY = 4  # dst, src
+_ADDCMUL = 5  # dst, src, mask: dst += src·mask
+_MUL = 6  # dst, src, mask: dst = src·mask
+_ZERO = 7  # dst
+_RELU_GRAD = 8  # out, grad, pre: out = grad·1[pre > 0]
+_CE = 9  # logits, dlog, y3, sums, neg_ones, with grad (0/1): Σ log p(y) and dlog = p − onehot(y)
+_ACC = 10  # logits, mx, eqf, rank_w, score, y3, correct: number of argmax hits (first-max rule)
+_MSE = 11  # logits, dlog, tT, sums: Σ (logits − t)² and dlog = logits − t
+
+
+def _execute_program(ts: List[torch.Tensor], code: List[List[int]], alphas: List[float], lr: float) -> None:
+    for i in range(len(code)):
+        c = code[i]
+        op = c[0]
+        if op == 0:
+            alpha = alphas[i] * (-lr if c[5] == 1 else 1.0)
+            ts[c[1]].baddbmm_(ts[c[2]], ts[c[3]], beta=float(c[4]), alpha=alpha)
+        elif op == 1:
+            torch.clamp_min(ts[c[2]], 0.0, out=ts[c[1]])
+        elif op == 2:
+            ts[c[1]].add_(ts[c[2]].relu_())
+        elif op == 3:
+            ts[c[1]].add_(ts[c[2]])
+        elif op == 4:
+            ts[c[1]].copy_(ts[c[2]])
+        elif op == 5:
+            ts[c[1]].addcmul_(ts[c[2]], ts[c[3]])
+        elif op == 6:
+            torch.mul(ts[c[2]], ts[c[3]], out=ts[c[1]])
+        elif op == 7:
+            ts[c[1]].zero_()
+        elif op == 8:
+            torch.ops.aten.threshold_backward(ts[c[2]], ts[c[3]], 0.0, grad_input=ts[c[1]])
+        elif op == 9:
+            dlog = ts[c[2]]
+            torch._log_softmax(ts[c[1]], 1, False, out=dlog)
+            torch.sum(dlog.gather(1, ts[c[3]]), [1, 2], out=ts[c[4]])
+            if c[6] == 1:
+                dlog.exp_()
+                dlog.scatter_add_(1, ts[c[3]], ts[c[5]])
+        elif op == 10:
+            logits, mx, eqf, score = ts[c[1]], ts[c[2]], ts[c[3]], ts[c[5]]
+            # argmax with torch's tie rule as an outer reduction:
+            # score = max_j (k − j)·1[logit_j == max] = k − (first argmax)
+            torch.amax(logits, [1], True, out=mx)
+            torch.eq(logits, mx, out=eqf)
+            eqf.mul_(ts[c[4]])
+            torch.amax(eqf, [1], True, out=score)
+            torch.sum(score == ts[c[6]].neg() + logits.size(1), [1, 2], out=ts[c[7]])
+        elif op == 11:
+            dlog = ts[c[2]]
+            torch.sub(ts[c[1]], ts[c[3]], out=dlog)
+            torch.sum(dlog.square(), [1, 2], out=ts[c[4]])
+
+
+@functools.lru_cache(maxsize=1)
+def _program_runner() -> Callable[[List[torch.Tensor], List[List[int]], List[float], float], None]:
+    """The interpreter compiled with TorchScript on first use (it then runs without the
+    GIL); the plain Python function if this torch cannot script it (same results)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.10 deprecates jit.script
+            return torch.jit.script(_execute_program)
+    except Exception as exc:  # noqa: BLE001 - any scripting failure falls back to eager Python
+        logger.warning("TorchScript unavailable (%s); batched training runs its programs in Python", exc)
+        return _execute_program
+
+
 class _Plan:
-    """Buffers and pre-made tensor views for one chunk at one row count.
+    """Buffers, views and the compiled programs of one chunk at one row count.
 
-    ``train=True`` plans keep every edge's activation for the backward pass and own
+    ``train=True`` plans keep every edge's pre-activation for the backward pass and own
     gathered input buffers; ``train=False`` plans (evaluation) read a fixed input slice
-    shared by all models and reuse one scratch buffer for every edge.
+    shared by all models and reuse one scratch buffer for every edge. Node buffers have
+    ``m + A`` columns, the last one constant (see :class:`_Stack`); element-wise work
+    uses their first ``m`` columns.
+
+    Programs: :attr:`train_code` = forward, loss (with gradient) and backward with the SGD
+    update fused (or gradients written to the optimizer's buffers); :attr:`eval_code` =
+    forward and loss. Slots :data:`X`, :data:`XT`, :data:`Y3`, :data:`TT`, :data:`SUMS`,
+    :data:`CORRECT` of :attr:`ts` hold the step's inputs and outputs.
     """
+
+    X, XT, Y3, TT, SUMS, CORRECT = range(6)
 
     def __init__(
         self,
@@ -293,265 +388,200 @@ class _Plan:
         fused: bool,
         grads: dict[int, torch.Tensor] | None,
         classify: bool,
+        loss: str,
         x_fixed: torch.Tensor | None = None,
         y_fixed: torch.Tensor | None = None,
         t_fixed: torch.Tensor | None = None,
     ) -> None:
-        C, B, m, d, k, H = chunk.size, rows, st.m, st.d, st.k, st.H
+        C, B, m, k, H, A = chunk.size, rows, st.m, st.k, st.H, st.A
+        d = st.d + A  # inputs carry the constant column too
         dev, dt = st.Ws.device, st.Ws.dtype
         tag = "train" if train else "eval"
 
-        def buf(name: str, *shape: int, dtype: torch.dtype = dt) -> torch.Tensor:
-            key = (tag, name, shape, dtype)
+        def buf(name: str, *shape: int, dtype: torch.dtype = dt, const: float | None = None) -> torch.Tensor:
+            key = (tag, name, shape, dtype, const)
             if key not in pool:
-                pool[key] = torch.empty(shape, device=dev, dtype=dtype)  # always written before read
+                t = torch.empty(shape, device=dev, dtype=dtype)  # always written before read
                 if _POISON_BUFFERS:  # tests: any read of an unwritten element shows up as NaN
-                    pool[key].fill_(float("nan") if dtype.is_floating_point else (True if dtype == torch.bool else -1))
+                    t.fill_(float("nan") if dtype.is_floating_point else (True if dtype == torch.bool else -1))
+                if const is not None:
+                    t[..., m:] = const  # the constant column of a node buffer
+                pool[key] = t
             return pool[key]
 
         self.chunk, self.rows, self.train = chunk, B, train
-        self.classify = classify
-        c0, c1 = chunk.start, chunk.stop
-        self.shared = x_fixed is not None or chunk.shared_slot is not None
-        # inputs
+        empty = torch.empty(0, device=dev, dtype=dt)
+        self.ts: list[torch.Tensor] = [empty] * 6  # the dynamic slots X .. CORRECT
+        code: list[list[int]] = []
+        alphas: list[float] = []
+
+        def reg(t: torch.Tensor) -> int:
+            self.ts.append(t)
+            return len(self.ts) - 1
+
+        def emit(op: int, *args: int, alpha: float = 0.0) -> None:
+            code.append([op, *args])
+            alphas.append(alpha)
+
+        # inputs: fixed (evaluation), gathered per model, or shared views set per step
+        self.x_buf = self.y_buf = self.t_buf = None
         if x_fixed is not None:
-            self.x_buf = None
-            self.x_in = x_fixed.expand(C, B, d)
-            self.y_in = y_fixed.view(1, B).expand(C, B) if y_fixed is not None else None
-            self.t_in = t_fixed.view(1, B, k).expand(C, B, k) if t_fixed is not None else None
-        elif self.shared:
-            self.x_buf = buf("x1", B, d)
-            self.y_buf = buf("y1", B, dtype=torch.int64)
-            self.t_buf = buf("t1", B, k)
-            self.x_in = self.x_buf.expand(C, B, d)
-            self.y_in = self.y_buf.view(1, B).expand(C, B)
-            self.t_in = self.t_buf.view(1, B, k).expand(C, B, k)
-        else:
+            self.set_inputs(*self.shared_inputs(C, x_fixed, y_fixed, t_fixed))  # type: ignore[arg-type]
+        elif chunk.shared_slot is None:
             self.x_buf = buf("xC", C, B, d)
             self.y_buf = buf("yC", C, B, dtype=torch.int64)
             self.t_buf = buf("tC", C, B, k)
-            self.x_in, self.y_in, self.t_in = self.x_buf, self.y_buf, self.t_buf
-        self.h = [buf(f"h{t}", C, B, m) for t in range(H + 1)]
+            self.set_inputs(self.x_buf, self.x_buf.transpose(1, 2), self.y_buf.unsqueeze(1),
+                            self.t_buf.transpose(1, 2))
+        # node t: h_aug[t] (C, B, m + A) feeds GEMMs, h[t] = h_aug[t][..., :m]
+        consts = [1.0 / st.f_edge] * H + [1.0 / st.f_out]
+        h_aug = [buf(f"h{t}", C, B, m + A, const=consts[t] if A else None) for t in range(H + 1)]
+        h = [reg(x[..., :m]) for x in h_aug]
+        ha = [reg(x) for x in h_aug]
+        haT = [reg(x.transpose(1, 2)) for x in h_aug]
+        z0 = reg(buf("z0", C, B, m))  # stem pre-activation
         # logits and their gradient are kept transposed, (C, k, B): the readout GEMM then has
         # B (not k) output columns and the softmax reduces over an outer dimension.
-        self.logits = buf("logits", C, k, B)
-        self.dlog = buf("dlog", C, k, B)
-        self.mx = buf("mx", C, 1, B)
-        self.ssum = buf("ssum", C, 1, B)
-        self.score = buf("score", C, 1, B)
-        self.eqf = buf("eqf", C, k, B)
-        self.rank_w = torch.arange(k, 0, -1, device=dev, dtype=dt).view(1, k, 1)
-        self.y3 = self.y_in.unsqueeze(1) if self.y_in is not None else None
-        self.tT = self.t_in.transpose(1, 2) if self.t_in is not None else None
-        self.neg_ones = buf("neg1", C, 1, B)
-        self.neg_ones.fill_(-1.0)
-        # stem / readout
-        self.Ws, self.Wr = st.Ws[c0:c1], st.Wr[c0:c1]
-        self.bs = st.bs[c0:c1] if st.bs is not None else None
-        self.br = st.br[c0:c1] if st.br is not None else None
-        self.f_stem, self.f_out = st.f_stem, st.f_out
-        # Forward program: tuples with every tensor view bound. The first contribution to a
-        # row of a node is written (copy / beta=0), later ones are added, rows that get no
-        # contribution are zeroed: no separate zeroing pass over the node buffers.
-        self.fwd: list[tuple[Any, ...]] = []
+        dlog_t = buf("dlog", C, k, B)
+        logits, dlog, dlogT = reg(buf("logits", C, k, B)), reg(dlog_t), reg(dlog_t.transpose(1, 2))
+        c0, c1 = chunk.start, chunk.stop
+        Ws, Wr = st.Ws[c0:c1], st.Wr[c0:c1]
+        f = st.f_edge
+
+        # ---- forward. The first contribution to a row of a node is written (clamp /
+        # copy), later ones are added, rows without contribution are zeroed: node buffers
+        # are never zeroed as a whole.
+        emit(_GEMM, z0, self.X, reg(Ws), 0, 0, alpha=st.f_stem)
+        emit(_CLAMP, h[0], z0)
         scratch = buf("scratch", C, B, m) if not train else None
         for t in range(1, H + 1):
             written = [False] * C
-            ht = self.h[t]
+            ht = self.ts[h[t]]
             for s in range(t):
                 e = st.edges.index((s, t))
                 out = buf(f"a{e}", C, B, m) if train else scratch
                 for run in chunk.lin_runs.get(e, []):
                     a, b, kk = run.a, run.b, run.k
                     W = st.We[e][kk : kk + b - a]  # type: ignore[index]
-                    bias = st.be[e][kk : kk + b - a] if st.be[e] is not None else None  # type: ignore[index]
-                    sums = [(ht[p:q], out[p:q], written[p]) for p, q in _segments(written, a, b)]
-                    self.fwd.append(("lin", out[a:b], self.h[s][a:b], W, bias, st.f_edge[e], sums))
+                    emit(_GEMM, reg(out[a:b]), reg(h_aug[s][a:b]), reg(W), 0, 0, alpha=f)
+                    for p, q in _segments(written, a, b):
+                        # out keeps z (clamp: first writer) or relu(z) (adders): both give
+                        # the ReLU mask 1[z > 0] of the backward pass
+                        emit(_RELU_ADD if written[p] else _CLAMP, reg(ht[p:q]), reg(out[p:q]))
                     written[a:b] = [True] * (b - a)
                 if e in chunk.skips:
                     a, b, mask = chunk.skips[e]
+                    hs = self.ts[h[s]]
                     for p, q in _segments(written, a, b):
-                        mk = None if mask is None else mask[p - a : q - a]
-                        self.fwd.append(("skip", ht[p:q], self.h[s][p:q], mk, written[p]))
+                        if mask is None:
+                            emit(_ADD if written[p] else _COPY, reg(ht[p:q]), reg(hs[p:q]))
+                        else:
+                            emit(_ADDCMUL if written[p] else _MUL, reg(ht[p:q]), reg(hs[p:q]),
+                                 reg(mask[p - a : q - a]))
                     written[a:b] = [True] * (b - a)
             for p, q in _segments(written, 0, C):
                 if not written[p]:
-                    self.fwd.append(("zero", ht[p:q]))
+                    emit(_ZERO, reg(ht[p:q]))
+        emit(_GEMM, logits, reg(Wr), haT[H], 0, 0, alpha=st.f_out)
+
+        # ---- loss
+        if classify:
+            mx, score = reg(buf("mx", C, 1, B)), reg(buf("score", C, 1, B))
+            eqf = reg(buf("eqf", C, k, B))
+            rank_w = reg(torch.arange(k, 0, -1, device=dev, dtype=dt).view(1, k, 1))
+            emit(_ACC, logits, mx, eqf, rank_w, score, self.Y3, self.CORRECT)
+        if loss == "cross_entropy":
+            neg_ones = buf("neg1", C, 1, B)
+            neg_ones.fill_(-1.0)
+            emit(_CE, logits, dlog, self.Y3, self.SUMS, reg(neg_ones), int(train))
+            grad_scale = 1.0 / B  # dlog is the gradient of the loss *sum*; the mean's 1/B
+        else:
+            emit(_MSE, logits, dlog, self.TT, self.SUMS)
+            grad_scale = 2.0 / (B * k)
         if not train:
+            self.eval_code, self.eval_alphas = code, alphas
             return
-        # backward program (same first-writer rule for the node gradients dh[s], s < H)
-        self.dh = [buf(f"dh{t}", C, B, m) for t in range(H + 1)]
-        self.ones = buf("ones", C, 1, B)
-        self.ones.fill_(1.0)
-        self.fused = fused
-        self.gWs = grads[id(st.Ws)][c0:c1] if grads is not None else None
-        self.gWr = grads[id(st.Wr)][c0:c1] if grads is not None else None
-        self.gbs = grads[id(st.bs)][c0:c1] if (grads is not None and st.bs is not None) else None
-        self.gbr = grads[id(st.br)][c0:c1] if (grads is not None and st.br is not None) else None
-        self.bwd: list[tuple[Any, ...]] = []
+
+        # ---- backward (same first-writer rule for the node gradients dh[s], s < H)
+        dh_t = [buf(f"dh{t}", C, B, m) for t in range(H + 1)]
+        dh = [reg(x) for x in dh_t]
+        lr_flag = 1 if fused else 0
+
+        def update(param: torch.Tensor, a_idx: int, b_idx: int, alpha: float, grad: torch.Tensor | None) -> None:
+            # fused SGD: param −= lr·alpha·(a @ b); otherwise grad = alpha·(a @ b)
+            if fused:
+                emit(_GEMM, reg(param), a_idx, b_idx, 1, lr_flag, alpha=alpha)
+            else:
+                emit(_GEMM, reg(grad), a_idx, b_idx, 0, 0, alpha=alpha)  # type: ignore[arg-type]
+
+        g_out = st.f_out * grad_scale
+        emit(_GEMM, dh[H], dlogT, reg(Wr[..., :m]), 0, 0, alpha=g_out)
+        update(Wr, dlog, ha[H], g_out, grads[id(st.Wr)][c0:c1] if grads is not None else None)
         dwritten = [[False] * C for _ in range(H + 1)]
         dwritten[H] = [True] * C  # written by the readout
         for t in range(H, 0, -1):
             for p, q in _segments(dwritten[t], 0, C):
                 if not dwritten[t][p]:
-                    self.bwd.append(("zero", self.dh[t][p:q]))
+                    emit(_ZERO, reg(dh_t[t][p:q]))
             for s in range(t - 1, -1, -1):
                 e = st.edges.index((s, t))
                 dws = dwritten[s]
                 if e in chunk.skips:
                     a, b, mask = chunk.skips[e]
                     for p, q in _segments(dws, a, b):
-                        mk = None if mask is None else mask[p - a : q - a]
-                        self.bwd.append(("skip", self.dh[s][p:q], self.dh[t][p:q], mk, dws[p]))
+                        if mask is None:
+                            emit(_ADD if dws[p] else _COPY, reg(dh_t[s][p:q]), reg(dh_t[t][p:q]))
+                        else:
+                            emit(_ADDCMUL if dws[p] else _MUL, reg(dh_t[s][p:q]), reg(dh_t[t][p:q]),
+                                 reg(mask[p - a : q - a]))
                     dws[a:b] = [True] * (b - a)
-                A = pool[("train", f"a{e}", (C, B, m), dt)] if chunk.lin_runs.get(e) else None
-                for run in chunk.lin_runs.get(e, []):
+                if not chunk.lin_runs.get(e):
+                    continue
+                Z = pool[("train", f"a{e}", (C, B, m), dt, None)]
+                for run in chunk.lin_runs[e]:
                     a, b, kk = run.a, run.b, run.k
                     W = st.We[e][kk : kk + b - a]  # type: ignore[index]
-                    bias = st.be[e][kk : kk + b - a] if st.be[e] is not None else None  # type: ignore[index]
+                    z = reg(Z[a:b])
+                    emit(_RELU_GRAD, z, reg(dh_t[t][a:b]), z)  # δ = dh_t ⊙ 1[z > 0], in place of z
+                    WT = W[:, :m, :].transpose(1, 2)  # the bias row takes no input gradient
+                    for p, q in _segments(dws, a, b):
+                        emit(_GEMM, reg(dh_t[s][p:q]), reg(Z[p:q]), reg(WT[p - a : q - a]), int(dws[p]), 0,
+                             alpha=f)
                     gW = grads[id(st.We[e])][kk : kk + b - a] if grads is not None else None
-                    gb = grads[id(st.be[e])][kk : kk + b - a] if (grads is not None and bias is not None) else None
-                    WT = W.transpose(1, 2)
-                    dgrads = [(self.dh[s][p:q], A[p:q], WT[p - a : q - a], 1.0 if dws[p] else 0.0)  # type: ignore[index]
-                              for p, q in _segments(dws, a, b)]
-                    self.bwd.append((
-                        "lin", A[a:b], self.dh[t][a:b], dgrads, W,  # type: ignore[index]
-                        self.h[s][a:b].transpose(1, 2), self.ones[a:b], bias, st.f_edge[e], gW, gb,
-                    ))
+                    update(W, reg(h_aug[s][a:b].transpose(1, 2)), z, f, gW)
                     dws[a:b] = [True] * (b - a)
         for p, q in _segments(dwritten[0], 0, C):
             if not dwritten[0][p]:
-                self.bwd.append(("zero", self.dh[0][p:q]))
-        self.ones_col = buf("ones_col", C, B, 1)
-        self.ones_col.fill_(1.0)
-        self.x_in_T = self.x_in.transpose(1, 2)
-        self.dlog_T = self.dlog.transpose(1, 2)
+                emit(_ZERO, reg(dh_t[0][p:q]))
+        emit(_RELU_GRAD, dh[0], dh[0], z0)
+        update(Ws, self.XT, dh[0], st.f_stem, grads[id(st.Ws)][c0:c1] if grads is not None else None)
+        self.train_code, self.train_alphas = code, alphas
 
-    # ------------------------------------------------------------------ passes
-    def forward(self) -> torch.Tensor:
-        h0 = self.h[0]
-        if self.bs is None:
-            h0.baddbmm_(self.x_in, self.Ws, beta=0.0, alpha=self.f_stem)
-        else:
-            torch.baddbmm(self.bs, self.x_in, self.Ws, alpha=self.f_stem, out=h0)
-        h0.relu_()
-        for op in self.fwd:
-            kind = op[0]
-            if kind == "lin":
-                _, out, hs, W, bias, f, sums = op
-                if bias is None:
-                    out.baddbmm_(hs, W, beta=0.0, alpha=f)
-                else:
-                    torch.baddbmm(bias, hs, W, alpha=f, out=out)
-                # `out` keeps z (first writers) or relu(z) (adders): either gives the ReLU
-                # mask 1[z > 0] that the backward pass needs
-                for ht, z, add in sums:
-                    if add:
-                        ht.add_(z.relu_())
-                    else:
-                        torch.clamp_min(z, 0.0, out=ht)
-            elif kind == "skip":
-                _, ht, hs, mask, add = op
-                if add:
-                    if mask is None:
-                        ht.add_(hs)
-                    else:
-                        ht.addcmul_(hs, mask)
-                elif mask is None:
-                    ht.copy_(hs)
-                else:
-                    torch.mul(hs, mask, out=ht)
-            else:
-                op[1].zero_()
-        logits, hT = self.logits, self.h[-1].transpose(1, 2)
-        if self.br is None:
-            logits.baddbmm_(self.Wr, hT, beta=0.0, alpha=self.f_out)
-        else:
-            torch.baddbmm(self.br, self.Wr, hT, alpha=self.f_out, out=logits)
-        return logits
+    @staticmethod
+    def shared_inputs(C: int, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Views that feed rows ``x (B, d)``, ``y (B,)``, ``t (B, k)`` to all C models of a chunk."""
+        B = x.shape[0]
+        x_in = x.expand(C, B, x.shape[1])
+        return x_in, x_in.transpose(1, 2), y.view(1, 1, B).expand(C, 1, B), t.t().expand(C, t.shape[1], B)
 
-    def loss(self, loss: str, want_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-model sums of per-sample losses ``(C,)`` and correct counts (classification).
+    def set_inputs(self, x: torch.Tensor, xT: torch.Tensor, y3: torch.Tensor, tT: torch.Tensor) -> None:
+        """Inputs ``(C, B, d)`` (and transposed), labels ``(C, 1, B)``, targets ``(C, k, B)``."""
+        self.ts[0], self.ts[1], self.ts[2], self.ts[3] = x, xT, y3, tT
 
-        With ``want_grad`` leaves ``dlog`` = d(mean loss)/d(logits) for every model.
-        """
-        logits, dlog, k = self.logits, self.dlog, self.logits.shape[1]
-        torch.amax(logits, 1, keepdim=True, out=self.mx)
-        correct = None
-        if self.classify:
-            # argmax with torch's tie rule (first maximal index), as an outer reduction:
-            # score = max_j (k - j)·1[logit_j == max] = k - first argmax
-            torch.eq(logits, self.mx, out=self.eqf)
-            self.eqf.mul_(self.rank_w)
-            torch.amax(self.eqf, 1, keepdim=True, out=self.score)
-            correct = (self.score == k - self.y3).sum((1, 2))
-        if loss == "cross_entropy":
-            torch.sub(logits, self.mx, out=dlog)
-            picked = dlog.gather(1, self.y3)  # type: ignore[arg-type]
-            dlog.exp_()
-            torch.sum(dlog, 1, keepdim=True, out=self.ssum)
-            sums = (torch.log(self.ssum) - picked).sum((1, 2))
-            if want_grad:
-                dlog.div_(self.ssum)
-                dlog.scatter_add_(1, self.y3, self.neg_ones)  # type: ignore[arg-type]
-                dlog.mul_(1.0 / self.rows)
-        else:
-            torch.sub(logits, self.tT, out=dlog)
-            sums = dlog.square().sum((1, 2)).div_(k)
-            if want_grad:
-                dlog.mul_(2.0 / (self.rows * k))
-        return sums, correct
+    def train_step(self, lr: float, sums: torch.Tensor, correct: torch.Tensor | None) -> None:
+        """One SGD step of every model of the chunk; writes loss sums (``Σ log p(y)`` for
+        cross-entropy, ``Σ`` squared errors for MSE) and correct counts, ``(C,)``."""
+        self.ts[4] = sums
+        if correct is not None:
+            self.ts[5] = correct
+        _program_runner()(self.ts, self.train_code, self.train_alphas, lr)
 
-    def backward(self, lr: float) -> None:
-        """Backward pass; SGD update fused (``fused``) or gradients written to ``grads``."""
-        fused, dlog = self.fused, self.dlog
-        H = len(self.h) - 1
-        self.dh[H].baddbmm_(self.dlog_T, self.Wr, beta=0.0, alpha=self.f_out)
-        if fused:
-            self.Wr.baddbmm_(dlog, self.h[H], alpha=-lr * self.f_out)
-            if self.br is not None:
-                self.br.baddbmm_(dlog, self.ones_col, alpha=-lr)
-        else:
-            self.gWr.baddbmm_(dlog, self.h[H], beta=0.0, alpha=self.f_out)  # type: ignore[union-attr]
-            if self.gbr is not None:
-                self.gbr.baddbmm_(dlog, self.ones_col, beta=0.0)
-        for op in self.bwd:
-            kind = op[0]
-            if kind == "lin":
-                _, A, dht, dgrads, W, hsT, ones, bias, f, gW, gb = op
-                dz = _threshold_backward(dht, A, 0, grad_input=A)  # δ = dh_t ⊙ 1[z > 0], in place of z
-                for dhs, dz_part, WT, beta in dgrads:
-                    dhs.baddbmm_(dz_part, WT, beta=beta, alpha=f)
-                if fused:
-                    W.baddbmm_(hsT, dz, alpha=-lr * f)
-                    if bias is not None:
-                        bias.baddbmm_(ones, dz, alpha=-lr)
-                else:
-                    gW.baddbmm_(hsT, dz, beta=0.0, alpha=f)
-                    if gb is not None:
-                        gb.baddbmm_(ones, dz, beta=0.0)
-            elif kind == "skip":
-                _, dhs, dht, mask, add = op
-                if add:
-                    if mask is None:
-                        dhs.add_(dht)
-                    else:
-                        dhs.addcmul_(dht, mask)
-                elif mask is None:
-                    dhs.copy_(dht)
-                else:
-                    torch.mul(dht, mask, out=dhs)
-            else:
-                op[1].zero_()
-        dz0 = _threshold_backward(self.dh[0], self.h[0], 0, grad_input=self.dh[0])
-        if fused:
-            self.Ws.baddbmm_(self.x_in_T, dz0, alpha=-lr * self.f_stem)
-            if self.bs is not None:
-                self.bs.baddbmm_(self.ones, dz0, alpha=-lr)
-        else:
-            self.gWs.baddbmm_(self.x_in_T, dz0, beta=0.0, alpha=self.f_stem)  # type: ignore[union-attr]
-            if self.gbs is not None:
-                self.gbs.baddbmm_(self.ones, dz0, beta=0.0)
+    def eval_step(self, sums: torch.Tensor, correct: torch.Tensor | None) -> None:
+        """Forward pass and loss only (as :meth:`train_step`, without gradient)."""
+        self.ts[4] = sums
+        if correct is not None:
+            self.ts[5] = correct
+        _program_runner()(self.ts, self.eval_code, self.eval_alphas, 0.0)
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -587,7 +617,7 @@ class _Optimizer:
     @staticmethod
     def _rows(st: _Stack, p: torch.Tensor, chunk: _Chunk) -> tuple[int, int]:
         for e, W in enumerate(st.We):
-            if p is W or p is st.be[e]:
+            if p is W:
                 rows = [st.pos[e][j] for j in range(chunk.start, chunk.stop) if j in st.pos[e]]
                 return (rows[0], rows[-1] + 1) if rows else (0, 0)
         return chunk.start, chunk.stop
@@ -807,6 +837,8 @@ def train_batched(
     )
     st = _Stack(weights, order, device, dtype, bias)
     del weights
+    if bias:  # inputs carry the constant column of the stem's folded bias (see _Stack)
+        x_tr, x_te = (torch.cat([x, x.new_full((x.shape[0], 1), 1.0 / st.f_stem)], 1) for x in (x_tr, x_te))
     distinct = sorted(set(seed_list))
     slot_of = {sd: u for u, sd in enumerate(distinct)}
     slots = torch.tensor([slot_of[seed_list[i]] for i in order], device=device)
@@ -837,15 +869,16 @@ def train_batched(
     for ch in chunks:
         opt.register_chunk(st, ch)
     # Worker threads (CPU): each owns a set of chunks and its own buffers and runs them with
-    # one intra-op thread, so a chunk's working set stays in one core's cache. torch ops
-    # release the GIL, so the workers compute in parallel.
+    # one intra-op thread, so a chunk's working set stays in one core's cache. A chunk's
+    # step is one call of the TorchScript program, which runs without the GIL, so the
+    # workers compute in parallel.
     n_workers = _workers(workers, device, len(chunks))
     owner = _assign(chunks, st, n_workers)
     pools: list[dict[tuple[Any, ...], torch.Tensor]] = [{} for _ in range(n_workers)]
     batch_rows = sorted({min(B, n_seen - s0) for s0 in range(0, n_seen, B)})
     train_plans = {
-        (id(ch), r): _Plan(st, ch, r, pools[owner[id(ch)]], train=True, fused=opt.fused, grads=opt.grads or None,
-              classify=classify)
+        (id(ch), r): _Plan(st, ch, r, pools[owner[id(ch)]], train=True, fused=opt.fused,
+                           grads=opt.grads or None, classify=classify, loss=loss_name)
         for ch in chunks
         for r in batch_rows
     }
@@ -858,7 +891,8 @@ def train_batched(
             for ch in chunks:
                 w = owner[id(ch)]
                 out[w].append(_Plan(st, ch, r1 - r0, pools[w], train=False, fused=True, grads=None,
-                                    classify=classify, x_fixed=x[r0:r1], y_fixed=y[r0:r1], t_fixed=tt[r0:r1]))
+                                    classify=classify, loss=loss_name, x_fixed=x[r0:r1], y_fixed=y[r0:r1],
+                                    t_fixed=tt[r0:r1]))
         return out
 
     test_plans = eval_plans(x_te, y_te, t_te) if (config.eval_every and x_te.shape[0]) else []
@@ -874,49 +908,66 @@ def train_batched(
         def work(w: int) -> None:
             with torch.no_grad():
                 for plan in plans[w]:
-                    plan.forward()
-                    s_, c_ = plan.loss(loss_name, want_grad=False)
                     ch = plan.chunk
+                    s_ = torch.empty(ch.size, dtype=dtype, device=device)
+                    c_ = torch.empty(ch.size, dtype=torch.int64, device=device) if classify else None
+                    plan.eval_step(s_, c_)
                     sums[ch.start : ch.stop] += s_.double()
                     if c_ is not None:
                         correct[ch.start : ch.stop] += c_
 
         _run_workers(pool_exec, work, n_workers)
-        return sums / count, (correct.double() / count if classify else None)
+        return sums * loss_sign / count, (correct.double() / count if classify else None)
 
-    def train_epoch(w: int, perms: torch.Tensor, lr: float, first_step: int, loss_acc: torch.Tensor,
-                    correct_acc: torch.Tensor) -> None:
+    def train_epoch(w: int, perms: torch.Tensor, lr: float, first_step: int) -> None:
         # chunk-major: a chunk runs all steps of the epoch before the next chunk starts, so
         # its weights and buffers stay in cache from one step to the next
+        batches = perms.split(B, dim=1)[:steps_per_epoch]  # (seeds, rows) per step
         with torch.no_grad():
             for ch in chunks_of[w]:
-                rows_sel = slots[ch.start : ch.stop]
-                for step, s0 in enumerate(range(0, n_seen, B)):
-                    rows = min(B, n_seen - s0)
-                    idx = perms[:, s0 : s0 + rows]
-                    plan = train_plans[(id(ch), rows)]
-                    if ch.shared_slot is not None:
-                        sel = idx[ch.shared_slot]
-                        torch.index_select(x_tr, 0, sel, out=plan.x_buf)
-                        torch.index_select(y_tr, 0, sel, out=plan.y_buf)
-                        if loss_name == "mse":
-                            torch.index_select(t_tr, 0, sel, out=plan.t_buf)
+                shared = ch.shared_slot
+                own_slots = slots[ch.start : ch.stop]
+                for step, (idx, (plan, sums, correct)) in enumerate(zip(batches, steps_of[id(ch)])):
+                    if shared is not None:  # views of the epoch's shuffled data, no copy
+                        plan.set_inputs(*shuffled[(shared, ch.size)][step])
                     else:
-                        sel = idx[rows_sel].reshape(-1)
+                        sel = idx[own_slots].reshape(-1)
                         torch.index_select(x_tr, 0, sel, out=plan.x_buf.view(-1, x_tr.shape[1]))
                         torch.index_select(y_tr, 0, sel, out=plan.y_buf.view(-1))
-                        if loss_name == "mse":
+                        if mse:
                             torch.index_select(t_tr, 0, sel, out=plan.t_buf.view(-1, k))
-                    plan.forward()
-                    sums, correct = plan.loss(loss_name, want_grad=True)
-                    loss_acc[ch.start : ch.stop] += sums
-                    if classify:
-                        correct_acc[ch.start : ch.stop] += correct
-                    plan.backward(lr)
-                    opt.step(ch, lr, first_step + step + 1)
+                    plan.train_step(lr, sums, correct)
+                    if not opt.fused:
+                        opt.step(ch, lr, first_step + step + 1)
 
     chunks_of = [[ch for ch in chunks if owner[id(ch)] == w] for w in range(n_workers)]
     steps_per_epoch = len(range(0, n_seen, B))
+    # per-step, per-model loss sums and correct counts of an epoch (every entry is written)
+    loss_rows = torch.empty(steps_per_epoch, M, dtype=dtype, device=device)
+    correct_rows = torch.zeros(steps_per_epoch, M, dtype=torch.int64, device=device)
+    step_rows = [min(B, n_seen - s0) for s0 in range(0, n_seen, B)]
+    steps_of = {  # per chunk and step: the plan and the views its loss sums/correct counts go to
+        id(ch): [
+            (train_plans[(id(ch), rows)], loss_rows[step, ch.start : ch.stop],
+             correct_rows[step, ch.start : ch.stop] if classify else None)
+            for step, rows in enumerate(step_rows)
+        ]
+        for ch in chunks
+    }
+    mse = loss_name == "mse"
+    # chunks whose models share one seed read the epoch's shuffled data through views
+    epoch_data = {
+        u: (x_tr.new_empty(x_tr.shape), y_tr.new_empty(y_tr.shape), t_tr.new_empty(t_tr.shape))
+        for u in sorted({ch.shared_slot for ch in chunks if ch.shared_slot is not None})
+    }
+    shuffled = {
+        (u, size): [_Plan.shared_inputs(size, xe[s0 : s0 + r], ye[s0 : s0 + r], te[s0 : s0 + r])
+                    for s0, r in zip(range(0, n_seen, B), step_rows)]
+        for u, (xe, ye, te) in epoch_data.items()
+        for size in {ch.size for ch in chunks}
+    }
+    # loss_rows hold Σ log p(y) for cross-entropy (negated here) and Σ squared errors for MSE
+    loss_sign = -1.0 if loss_name == "cross_entropy" else 1.0 / k
 
     # ---------------------------------------------------------------- training loop
     gens = [torch.Generator(device="cpu").manual_seed(sd) for sd in distinct]
@@ -928,16 +979,20 @@ def train_batched(
     pool_exec = ThreadPoolExecutor(n_workers, thread_name_prefix="trilemma-batched") if n_workers > 1 else None
     train_time = time.perf_counter()
     train_cpu = time.process_time()
+    eval_time = 0.0
     try:
         for epoch in range(1, config.epochs + 1):
             lr = lr_at(config, epoch - 1)
             perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
-            loss_acc = torch.zeros(M, dtype=dtype, device=device)
-            correct_acc = torch.zeros(M, dtype=torch.int64, device=device)
             first = (epoch - 1) * steps_per_epoch
-            _run_workers(pool_exec, lambda w: train_epoch(w, perms, lr, first, loss_acc, correct_acc), n_workers)
+            for u, (xe, ye, te) in epoch_data.items():  # the data in this epoch's order, per seed
+                torch.index_select(x_tr, 0, perms[u], out=xe)
+                torch.index_select(y_tr, 0, perms[u], out=ye)
+                if mse:
+                    torch.index_select(t_tr, 0, perms[u], out=te)
+            _run_workers(pool_exec, lambda w: train_epoch(w, perms, lr, first), n_workers)
             # ---------------------------------------------------- end of epoch
-            epoch_loss = (loss_acc.double() / n_seen).cpu()
+            epoch_loss = (loss_rows.double().sum(0) * loss_sign / n_seen).cpu()
             bad = active & ~torch.isfinite(epoch_loss)
             for j in torch.nonzero(bad).flatten().tolist():
                 diverged_epoch[j] = epoch
@@ -947,10 +1002,12 @@ def train_batched(
                 logger.info("model %d (%s) diverged in epoch %d", order[j], parsed[order[j]].name, epoch)
             hist["lr"].append(lr)
             hist["train_loss"].append(epoch_loss)
-            hist["train_acc"].append((correct_acc.double() / n_seen).cpu() if classify else None)
+            hist["train_acc"].append((correct_rows.sum(0).double() / n_seen).cpu() if classify else None)
             test = full = None
             if test_plans and config.evaluates(epoch):
+                t_eval = time.perf_counter()
                 tl, ta = evaluate(test_plans, x_te.shape[0])
+                eval_time += time.perf_counter() - t_eval
                 test = (tl.cpu(), ta.cpu() if ta is not None else None)
                 if full_plans:
                     fl, fa = evaluate(full_plans, n)
@@ -992,6 +1049,7 @@ def train_batched(
         "setup_time": setup_time,
         "train_time": train_wall,
         "train_cpu_time": train_cpu,
+        "eval_time": eval_time,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
     }
