@@ -70,8 +70,11 @@ def rectangle_network(num_rectangles: int, ramp: float = 0.01, *, dtype: torch.d
     return net
 
 
-def _train(units: int, x: torch.Tensor, y: torch.Tensor, iters: int, seed: int) -> nn.Sequential:
-    """Fit ``Linear(1, units) → ReLU → Linear(units, 1)`` to ``(x, y)`` by full-batch L-BFGS."""
+def _train(units: int, x: torch.Tensor, y: torch.Tensor, iters: int, seed: int,
+           out_bias: float = 0.0) -> nn.Sequential:
+    """Fit ``Linear(1, units) → ReLU → Linear(units, 1)`` to ``(x, y)`` by full-batch L-BFGS.
+
+    The readout bias starts at ``out_bias`` (e.g. the target's mean level)."""
     gen = torch.Generator().manual_seed(seed)
     net = nn.Sequential(nn.Linear(1, units), nn.ReLU(), nn.Linear(units, 1)).double()
     with torch.no_grad():  # kinks spread uniformly over [0, 1] (a common 1-D initialization)
@@ -79,7 +82,7 @@ def _train(units: int, x: torch.Tensor, y: torch.Tensor, iters: int, seed: int) 
         net[0].weight.copy_(sign[:, None])
         net[0].bias.copy_(-sign * torch.rand(units, generator=gen, dtype=torch.float64))
         net[2].weight.copy_(torch.randn(1, units, generator=gen, dtype=torch.float64) / math.sqrt(units))
-        net[2].bias.zero_()
+        net[2].bias.fill_(out_bias)
     opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=iters, history_size=50,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
 

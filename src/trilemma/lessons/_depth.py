@@ -26,6 +26,7 @@ from torch import nn
 
 from trilemma.data import sawtooth_target
 from trilemma.errors import InvalidArgumentError
+from trilemma.lessons._approximation import _train
 from trilemma.lessons._base import Check, LessonOutput, register_lesson
 from trilemma.measures import count_linear_regions_exact
 
@@ -70,25 +71,8 @@ def _pieces(net: nn.Module) -> int:
 
 
 def _fit_shallow(units: int, x: torch.Tensor, y: torch.Tensor, iters: int, seed: int) -> nn.Sequential:
-    gen = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Linear(1, units), nn.ReLU(), nn.Linear(units, 1)).double()
-    with torch.no_grad():  # kinks spread uniformly over [0, 1]
-        sign = torch.where(torch.rand(units, generator=gen) < 0.5, -1.0, 1.0).double()
-        net[0].weight.copy_(sign[:, None])
-        net[0].bias.copy_(-sign * torch.rand(units, generator=gen, dtype=torch.float64))
-        net[2].weight.copy_(torch.randn(1, units, generator=gen, dtype=torch.float64) / math.sqrt(units))
-        net[2].bias.fill_(0.5)
-    opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=iters, history_size=50,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.mean((net(x) - y) ** 2)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return net
+    """The universal-approximation lesson's L-BFGS fit, readout bias at the tent map's mean 0.5."""
+    return _train(units, x, y, iters, seed, out_bias=0.5)
 
 
 @register_lesson(
