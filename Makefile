@@ -26,6 +26,7 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-install
 	touch $@
 
 demo: $(VENV)/.stamp-install
+	$(VENV)/bin/trilemma space list --nodes 3 --format table --width 64 --in-features 64
 	$(VENV)/bin/trilemma run examples/nfl_digits.toml
 	$(VENV)/bin/trilemma report examples/nfl_digits.toml
 
