@@ -19,6 +19,7 @@ from trilemma.data import (
     DATASETS,
     REMOTE_FILES,
     Dataset,
+    _files,
     dataset_info,
     list_datasets,
     load_dataset,
@@ -28,7 +29,6 @@ from trilemma.data import (
     tent_map,
     write_idx,
 )
-from trilemma.data import _files
 from trilemma.errors import DatasetNotFoundError, InvalidArgumentError, UnknownNameError
 
 SHARED_NPZ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_unlabeled_1000.npz"

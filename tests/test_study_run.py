@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from trilemma.study._cli import add_commands
 from trilemma.errors import StoreError
 from trilemma.study import (
     Store,
@@ -28,6 +27,7 @@ from trilemma.study import (
     study_status,
     to_nb_suite_zero,
 )
+from trilemma.study._cli import add_commands
 from trilemma.study._tasks import ProbeTask
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -73,7 +73,7 @@ def ref_ntk_recursion_bound(spec: CellSpec, c: float) -> float:
     """Σ_p [G_ii − G_ij] of the per-path NTK recursion G⁽ʰ⁾ = K⁽ʰ⁾ + K̇⁽ʰ⁾ G⁽ʰ⁻¹⁾, G⁽⁰⁾ = K⁽⁰⁾."""
     total = 0.0
     for _, d in enumerate_paths(spec):
-        k_diag, k_off, g_diag, g_off = 1.0, c, 1.0, c
+        k_off, g_diag, g_off = c, 1.0, c
         for _ in range(d):
             kdot_off = ref_fdot(k_off)
             k_off = ref_f(k_off)

@@ -27,7 +27,6 @@ from trilemma.training import (
 )
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_intra_op_thread():
     """Tiny models: intra-op threads only add overhead (and stall on a busy machine)."""

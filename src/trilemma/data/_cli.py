@@ -11,7 +11,7 @@ def _availability(name: str, root: str | None) -> str:
     from pathlib import Path
 
     from trilemma.data._dataset import dataset_info, default_root
-    from trilemma.data._files import _CIFAR, _find_idx, _IDX_NAMES, _idx_candidates, unlabeled_candidates
+    from trilemma.data._files import _CIFAR, _IDX_NAMES, _find_idx, _idx_candidates, unlabeled_candidates
 
     source = dataset_info(name)
     if source.kind in ("bundled", "synthetic"):

@@ -195,14 +195,14 @@ class CellSpec:
         return sum(1 for d in self.digits if d == LINEAR)
 
     @property
-    def topology(self) -> "Topology":
+    def topology(self) -> Topology:
         """Paths and their depths (cached)."""
         from trilemma.spaces._topology import topology
 
         return topology(self)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _all_cells(nodes: int) -> tuple[CellSpec, ...]:
     return tuple(CellSpec.from_index(i, nodes) for i in range(num_cells(nodes)))
 

@@ -421,7 +421,7 @@ def nb201_canonical_key(spec: NB201Spec | str) -> str:
             keep.add(k)
             stack.extend(t for t in inputs[k] if t != "x")  # type: ignore[misc]
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def tree(k: int) -> str:
         return f"{kind[k]}({'+'.join(sorted('x' if t == 'x' else tree(t) for t in inputs[k]))})"  # type: ignore[arg-type]
 
@@ -434,8 +434,8 @@ def nb201_canonical_key(spec: NB201Spec | str) -> str:
         order = [k for grp in perm for k in grp]
         label = {k: chr(ord("a") + n) for n, k in enumerate(order)}
 
-        def ref(t: str | int) -> str:
-            return "x" if t == "x" else label[t]  # type: ignore[index]
+        def ref(t: str | int, label: dict[int, str] = label) -> str:
+            return "x" if isinstance(t, str) else label[t]
 
         body = ",".join(f"{label[k]}:{kind[k]}({'+'.join(sorted(ref(t) for t in inputs[k]))})" for k in order)
         key = f"{body}->{'+'.join(sorted(ref(t) for t in out))}"

@@ -30,7 +30,7 @@ import time
 import traceback
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Literal
 
@@ -66,7 +66,7 @@ STATUSES = ("pending", "running", "complete", "failed", "diverged")
 
 def now_iso() -> str:
     """The current UTC time as ISO 8601 with microseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True, order=True)

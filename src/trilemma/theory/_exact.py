@@ -179,7 +179,7 @@ def exact_kernels(spec: CellSpec | str, K_in: np.ndarray, *, trainable_stem: boo
                 terms.append(("lin", s))
                 lin_k[s], edge_kdot[(s, t)], lin_mu[s] = _arccos(sigma[s, s])
 
-        def mean(term: tuple[str, int]) -> np.ndarray:
+        def mean(term: tuple[str, int], lin_mu: dict[int, np.ndarray] = lin_mu) -> np.ndarray:
             kind, s = term
             return means[s] if kind == "skip" else lin_mu[s]
 

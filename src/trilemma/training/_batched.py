@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, List
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -302,7 +302,7 @@ _ACC = 10  # logits, mx, eqf, rank_w, score, y3, correct: number of argmax hits 
 _MSE = 11  # logits, dlog, tT, sums: Σ (logits − t)² and dlog = logits − t
 
 
-def _execute_program(ts: List[torch.Tensor], code: List[List[int]], alphas: List[float], lr: float) -> None:
+def _execute_program(ts: list[torch.Tensor], code: list[list[int]], alphas: list[float], lr: float) -> None:
     for i in range(len(code)):
         c = code[i]
         op = c[0]
@@ -348,7 +348,7 @@ def _execute_program(ts: List[torch.Tensor], code: List[List[int]], alphas: List
 
 
 @functools.lru_cache(maxsize=1)
-def _program_runner() -> Callable[[List[torch.Tensor], List[List[int]], List[float], float], None]:
+def _program_runner() -> Callable[[list[torch.Tensor], list[list[int]], list[float], float], None]:
     """The interpreter compiled with TorchScript on first use (it then runs without the
     GIL); the plain Python function if this torch cannot script it (same results)."""
     try:
@@ -990,7 +990,7 @@ def train_batched(
                 torch.index_select(y_tr, 0, perms[u], out=ye)
                 if mse:
                     torch.index_select(t_tr, 0, perms[u], out=te)
-            _run_workers(pool_exec, lambda w: train_epoch(w, perms, lr, first), n_workers)
+            _run_workers(pool_exec, lambda w, perms=perms, lr=lr, first=first: train_epoch(w, perms, lr, first), n_workers)
             # ---------------------------------------------------- end of epoch
             epoch_loss = (loss_rows.double().sum(0) * loss_sign / n_seen).cpu()
             bad = active & ~torch.isfinite(epoch_loss)
