@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
+from trilemma.commands.lessons import add_commands
 from trilemma.data import sawtooth_target
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from trilemma.lessons import get_lesson, list_lessons, run_lesson
 from trilemma.lessons._approximation import TARGET_LIPSCHITZ, rectangle_network, target_function
-from trilemma.lessons._cli import add_commands
 from trilemma.lessons._depth import shallow_width, tent_network
 from trilemma.lessons._error_decomposition import _gd_and_erm
 from trilemma.measures import count_linear_regions_exact, count_linear_regions_sampled

@@ -179,9 +179,20 @@ def test_report_notes_what_it_could_not_show(tmp_path, results):
     assert set(FIGURE_KINDS) == {"axes", "quantities", "indicators", "curves", "pareto"}
 
 
-def test_report_rejects_tables_it_cannot_analyse(tmp_path):
-    with pytest.raises(InvalidArgumentError, match="no ground-truth column for axis 'expressivity'"):
-        build_report(pd.DataFrame({"arch": ["a", "b"], "P": [1, 2]}), tmp_path)
+def test_report_renders_without_ground_truth_and_says_so(tmp_path):
+    df = pd.DataFrame({"arch": list("abcd"), "P": [1, 2, 3, 4], "mean_depth": [3.0, 2.0, 1.5, 1.0],
+                       "nngp_bound": [0.1, 0.4, 0.6, 0.9]})
+    paths = build_report(df, tmp_path / "no_training", n_boot=20)
+    html = paths.html.read_text(encoding="utf-8")
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "No verdict" in html and "not measured in this study (add a [training] section)" in html
+    assert "not measured in this study (add a \\[training\\] section)" in md
+    assert "nngp" in md  # the theory column is still correlated with the topology
+    # a ground truth that is present but empty everywhere (no cell converged) is named as such
+    empty = df.assign(expressivity=[None] * 4, epochs_to_50=[3, 4, 5, 6])
+    data = report_data(empty, n_boot=20)
+    assert data.missing_axes["expressivity"].startswith("measured, but no architecture has a value")
+    assert [o.axis for o in data.objectives] == ["convergence"]
     with pytest.raises(InvalidArgumentError, match="empty"):
         build_report(pd.DataFrame({"arch": []}), tmp_path)
 

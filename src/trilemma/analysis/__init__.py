@@ -38,11 +38,14 @@ from trilemma.analysis._metrics import (
 )
 from trilemma.analysis._published import PUBLISHED_CORRELATIONS, PublishedCorrelation, published_correlations
 from trilemma.analysis._ranking import (
+    NO_VALUES,
+    NOT_MEASURED,
     RANK_METHODS,
     AxisResult,
     Objective,
     Standing,
     Verdict,
+    available_objectives,
     best_per_axis,
     pareto_front,
     pareto_layers,
@@ -90,6 +93,9 @@ __all__ = [
     "rank_table",
     "register_metric",
     "resolve_objectives",
+    "available_objectives",
+    "NOT_MEASURED",
+    "NO_VALUES",
     "synthetic_curves",
     "synthetic_results",
     "unregister_metric",

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 #: Leading columns of :func:`agreement_table` (published-value columns follow).
 AGREEMENT_COLUMNS: tuple[str, ...] = (
     "axis", "x", "x_kind", "y", "y_kind", "method", "level", "n", "value", "ci_low", "ci_high",
-    "p_value", "sign", "oriented", "agrees", "ci_excludes_zero", "note",
+    "p_value", "sign", "oriented", "agrees", "ci_excludes_zero", "note", "n_boot_valid",
 )
 
 _TOPOLOGY_DEFAULT = ("mean_depth", "P")
@@ -155,7 +155,8 @@ def agreement_table(
         upstream column (topology < theory < init < trained), ``value`` the raw correlation,
         ``sign`` the orientation the theory implies (None when a direction is unknown),
         ``oriented = sign · value``, ``agrees = oriented > 0``, ``note`` the reason when a
-        correlation is undefined (then ``value`` is NaN). Then one ``paper:<dataset>`` column
+        correlation is undefined (then ``value`` is NaN), ``n_boot_valid`` the bootstrap
+        resamples that gave a defined value (few architectures make some constant). Then one ``paper:<dataset>`` column
         per published dataset (see :func:`published_columns`), holding the published Kendall τ
         where the paper reports this pair (Kendall rows only), NaN where it does not.
 
@@ -197,7 +198,7 @@ def agreement_table(
                                         spec.axis, cx, cy, method, level, exc)
                             row.update(n=0, value=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan,
                                        sign=None, oriented=np.nan, agrees=None, ci_excludes_zero=None,
-                                       note=str(exc))
+                                       note=str(exc), n_boot_valid=0)
                         else:
                             oriented = c.oriented
                             row.update(
@@ -207,7 +208,7 @@ def agreement_table(
                                 p_value=c.p_value, sign=c.sign,
                                 oriented=np.nan if oriented is None else oriented,
                                 agrees=None if oriented is None else bool(oriented > 0),
-                                ci_excludes_zero=c.ci_excludes_zero, note="",
+                                ci_excludes_zero=c.ci_excludes_zero, note="", n_boot_valid=c.n_boot_valid,
                             )
                         for name in paper_cols:
                             row[name] = np.nan

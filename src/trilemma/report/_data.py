@@ -17,6 +17,7 @@ from trilemma.analysis import (
     Verdict,
     aggregate_seeds,
     agreement_table,
+    available_objectives,
     default_axis_columns,
     direction,
     metrics_from_measures,
@@ -52,7 +53,8 @@ class ReportData:
         results: One row per architecture (seeds averaged) with ``rank_<axis>``,
             ``rank_sum`` and ``pareto`` added; the table shown in full.
         n_input_rows: Rows of the table given (before averaging seeds).
-        verdict: The no-free-lunch verdict.
+        verdict: The no-free-lunch verdict over the axes that have a trained ground truth
+            (``None`` when none has).
         ranks: The rank table (paper's Table 1 style).
         agreement: The agreement table (see ``trilemma.analysis.agreement_table``).
         headline: Each axis's ground truth (and the papers' at-init quantities) against
@@ -61,16 +63,18 @@ class ReportData:
         maps: Topology maps: each axis's ground truth, then each theory / at-init quantity.
         scatters: ``{axis: indicator-vs-ground-truth scatters}``.
         curves: Training curves of the winners (None without curves).
-        pareto: The Pareto figure's data.
+        pareto: The Pareto figure's data (``None`` without a verdict).
         metadata: What was run (as given).
         settings: Analysis settings and library versions (added by the report).
         notes: Things the reader should know (rows left out, missing curves, ...).
+        missing_axes: ``{axis: why it has no ground truth}`` for the axes the study did not
+            measure (e.g. no ``[training]`` section) or where no architecture has a value.
     """
 
     title: str
     results: pd.DataFrame
     n_input_rows: int
-    verdict: Verdict
+    verdict: Verdict | None
     ranks: pd.DataFrame
     agreement: pd.DataFrame
     headline: pd.DataFrame
@@ -78,10 +82,16 @@ class ReportData:
     maps: tuple[TopologyMapData, ...]
     scatters: Mapping[str, tuple[IndicatorScatterData, ...]]
     curves: CurvesData | None
-    pareto: ParetoData
+    pareto: ParetoData | None
     metadata: Mapping[str, object]
     settings: Mapping[str, object]
     notes: tuple[str, ...] = field(default=())
+    missing_axes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """The axes with a ground truth (those the verdict ranks)."""
+        return self.verdict.objectives if self.verdict is not None else ()
 
 
 _HEADLINE_BASE = ["axis", "quantity", "kind", "versus", "tau_arch", "tau_arch_low", "tau_arch_high",
@@ -136,12 +146,18 @@ def _versions() -> dict[str, str]:
 
 
 def _axis_columns(df: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[AxisColumns, ...]:
+    """The columns of every axis, the objective's ground truth first; axes without a ground
+    truth keep their topology / theory / at-init columns (their agreement is still shown)."""
     defaults = {c.axis: c for c in default_axis_columns(df)}
+    by_axis = {o.axis: o for o in objectives}
     out = []
-    for o in objectives:
-        d = defaults.get(o.axis) or AxisColumns(o.axis)
-        trained = (o.column, *[c for c in d.trained if c != o.column])
-        out.append(AxisColumns(o.axis, d.topology, d.theory, d.init, trained))
+    for axis in AXES:
+        d = defaults.get(axis) or AxisColumns(axis)
+        o = by_axis.get(axis)
+        trained = (o.column, *[c for c in d.trained if c != o.column]) if o else d.trained
+        if o is None and not (d.theory or d.init or trained):
+            continue
+        out.append(AxisColumns(axis, d.topology, d.theory, d.init, trained))
     return tuple(out)
 
 
@@ -235,17 +251,30 @@ def report_data(
     df = aggregate_seeds(results, arch_col)
     if (df["n_seeds"] > 1).any():
         notes.append(f"{len(results)} rows averaged over seeds into {len(df)} architectures")
-    objs = resolve_objectives(df, objectives, higher_is_better)
-    v = verdict(df, objs, rank_method=rank_method, arch_col=arch_col)
-    if v.n_excluded:
-        notes.append(f"{v.n_excluded} architecture(s) lack a trained value on some axis and are not ranked")
-    ranks = rank_table(df, objs, method=rank_method, arch_col=arch_col)
+    missing: dict[str, str] = {}
+    if objectives is None:
+        objs, missing = available_objectives(df, higher_is_better)
+    else:
+        objs = resolve_objectives(df, objectives, higher_is_better)
+    for axis, why in missing.items():
+        notes.append(f"{axis}: {why}")
+    v: Verdict | None = None
+    ranks = pd.DataFrame(columns=[arch_col])
+    if objs:
+        v = verdict(df, objs, rank_method=rank_method, arch_col=arch_col)
+        if v.n_excluded:
+            notes.append(f"{v.n_excluded} architecture(s) lack a trained value on some axis and are not ranked")
+        ranks = rank_table(df, objs, method=rank_method, arch_col=arch_col)
     columns = _axis_columns(df, objs)
     agreement = agreement_table(df, columns, methods=methods, n_boot=n_boot, confidence=confidence, seed=seed,
                                 higher_is_better=higher_is_better)
     undefined = agreement[agreement["note"] != ""]
     if len(undefined):
         notes.append(f"{len(undefined)} correlation(s) undefined (see the note column), e.g. {undefined['note'].iloc[0]}")
+    thin = agreement[(agreement["note"] == "") & (agreement["n_boot_valid"] < 0.9 * n_boot)]
+    if len(thin):
+        notes.append(f"{len(thin)} correlation(s) have fewer than 90% defined bootstrap resamples (too few "
+                     "architectures or groups for some resamples to vary); their intervals use the defined ones")
     headline = headline_table(agreement, {o.axis: o.column for o in objs})
     has_topology = {"P", "mean_depth"} <= set(df.columns)
     maps: list[TopologyMapData] = []
@@ -264,7 +293,9 @@ def report_data(
     else:
         notes.append("no P / mean_depth columns: topology maps and group correlations are skipped")
     scatters: dict[str, tuple[IndicatorScatterData, ...]] = {}
-    for c, o in zip(columns, objs):
+    by_axis = {c.axis: c for c in columns}
+    for o in objs:
+        c = by_axis[o.axis]
         items = []
         for col in (*c.topology, *c.theory, *c.init):
             try:
@@ -275,7 +306,7 @@ def report_data(
         if items:
             scatters[o.axis] = tuple(items)
     cd = None
-    if curves is not None:
+    if curves is not None and v is not None:
         try:
             cd = curves_data(curves, v, arch_col=arch_col)
         except TrilemmaError as exc:
@@ -284,9 +315,12 @@ def report_data(
             missing = [a.champion for a in v.axes if a.champion not in cd.roles]
             if missing:
                 notes.append(f"no training curve for winner(s) {', '.join(missing)}")
-    pareto = pareto_data(ranks, v, arch_col=arch_col)
-    table = df.merge(ranks[[arch_col, *[f"rank_{o.axis}" for o in objs], "rank_sum"]], on=arch_col, how="left")
-    table["pareto"] = table[arch_col].astype(str).isin(set(v.pareto_front))
+    pareto = pareto_data(ranks, v, arch_col=arch_col) if v is not None else None
+    if v is not None:
+        table = df.merge(ranks[[arch_col, *[f"rank_{o.axis}" for o in objs], "rank_sum"]], on=arch_col, how="left")
+        table["pareto"] = table[arch_col].astype(str).isin(set(v.pareto_front))
+    else:
+        table = df.copy()
     settings = {"n_boot": n_boot, "confidence": confidence, "bootstrap_seed": seed, "rank_method": rank_method,
                 "correlation_methods": ", ".join(methods),
                 "ground_truth": ", ".join(f"{o.axis}={o.column} ({'higher' if o.higher_is_better else 'lower'} is better)"
@@ -303,5 +337,5 @@ def report_data(
     return ReportData(
         title=title, results=table, n_input_rows=len(results), verdict=v, ranks=ranks, agreement=agreement,
         headline=headline, axis_columns=columns, maps=tuple(maps), scatters=scatters, curves=cd, pareto=pareto,
-        metadata=metadata, settings=settings, notes=tuple(notes),
+        metadata=metadata, settings=settings, notes=tuple(notes), missing_axes=missing,
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trilemma._outputs import GENERATOR_MARK
 from trilemma.analysis import AXES, published_columns
 from trilemma.report._data import ReportData
 from trilemma.report._figdata import metric_label
@@ -209,8 +210,24 @@ def _direction_text(hib: bool) -> str:
     return "higher is better" if hib else "lower is better"
 
 
+def _missing_axes(data: ReportData) -> str:
+    if not data.missing_axes:
+        return ""
+    items = "".join(f"<li><b>{_e(axis)}</b>: {_e(why)}</li>" for axis, why in data.missing_axes.items())
+    return f"<p><b>Axes without a trained ground truth:</b></p><ul id='missing-axes'>{items}</ul>"
+
+
 def _verdict_section(data: ReportData) -> str:
     v = data.verdict
+    notes = "".join(f"<li>{_e(n)}</li>" for n in data.notes)
+    if v is None:
+        return (
+            "<section id='verdict' class='verdict'><h2>Verdict</h2>"
+            "<p class='headline' id='verdict-headline'>No verdict: the verdict ranks architectures on their trained "
+            "ground truth, and this study has none on any axis. Everything else below (theory and measures at "
+            "initialization against the topology) is shown.</p>"
+            + _missing_axes(data) + (f"<ul class='notes'>{notes}</ul>" if notes else "") + "</section>"
+        )
     cls = "win" if v.one_wins_all else "nfl"
     axes = [a.axis for a in v.axes]
     head = "".join(f"<th>{_e(a)} rank <span class='ci'>(gap)</span></th>" for a in axes)
@@ -232,7 +249,6 @@ def _verdict_section(data: ReportData) -> str:
         )
     front = v.pareto_front
     shown = ", ".join(f"<code>{_e(a)}</code>" for a in front[:24]) + (" …" if len(front) > 24 else "")
-    notes = "".join(f"<li>{_e(n)}</li>" for n in data.notes)
     return (
         f"<section id='verdict' class='verdict {cls}'><h2>Verdict</h2>"
         f"<p class='headline' id='verdict-headline'>{_e(v.headline())}</p>"
@@ -240,7 +256,9 @@ def _verdict_section(data: ReportData) -> str:
         f"<th class='t'>winner</th><th>best value</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         "<p class='muted'>Each row: the best architecture on one axis (ties broken by the rank sum on the others) "
         "and its rank on every axis; in brackets its gap to that axis's best value, relative to the best value.</p>"
-        f"<p><b>Pareto front</b> over the three axes: {len(front)} of {v.n_architectures} architectures: {shown}</p>"
+        f"<p><b>Pareto front</b> over the {len(v.axes)} ranked axes: {len(front)} of {v.n_architectures} "
+        f"architectures: {shown}</p>"
+        + _missing_axes(data)
         + (f"<ul class='notes'>{notes}</ul>" if notes else "")
         + "</section>"
     )
@@ -323,6 +341,9 @@ def _paper_head(column: str) -> str:
 
 
 def _ranks_section(data: ReportData, top: int = 15) -> str:
+    if data.verdict is None:
+        return ("<section id='ranks'><h2>Ranks on the three axes (Table 1 style)</h2>"
+                "<p class='muted'>No ranks: no axis has a trained ground truth in this study.</p></section>")
     ranks = data.ranks
     champions = {a.champion for a in data.verdict.axes}
     sel = ranks[(ranks.index < top) | ranks["arch"].astype(str).isin(champions)] if "arch" in ranks else ranks.head(top)
@@ -427,15 +448,16 @@ def _run_section(data: ReportData) -> str:
 def render_html(data: ReportData, figures: Sequence[EmbeddedFigure]) -> str:
     """The report page (a complete HTML document as a string)."""
     v = data.verdict
+    ranked = f"{v.n_architectures} architectures ranked on {', '.join(a.axis for a in v.axes)}" if v else \
+        "no trained ground truth: not ranked"
     nav = "".join(f"<a href='#{i}'>{t}</a>" for i, t in (
         ("verdict", "Verdict"), ("topology", "τ vs topology"), ("agreement", "Agreement"), ("ranks", "Ranks"),
         ("figures", "Figures"), ("architectures", "All architectures"), ("run", "What was run")))
     csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-    sub = (f"{v.n_architectures} architectures ranked on {', '.join(a.axis for a in v.axes)}; "
-           f"{len(figures)} figures")
+    sub = f"{ranked}; {len(figures)} figures"
     return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<meta http-equiv='Content-Security-Policy' content=\"{csp}\">"
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>" + GENERATOR_MARK
+        + f"<meta http-equiv='Content-Security-Policy' content=\"{csp}\">"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_e(data.title)}</h1><p class='sub'>{_e(sub)}</p><nav>{nav}</nav></header><main>"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 
-from trilemma.analysis import published_columns
+from trilemma.analysis import Verdict, published_columns
 from trilemma.report._data import ReportData
 from trilemma.report._figdata import metric_label
 from trilemma.report._html import format_value
@@ -14,8 +16,37 @@ from trilemma.report._html import format_value
 __all__ = ["render_markdown"]
 
 
+class _Raw(str):
+    """Markdown written by the renderer itself: not escaped again."""
+
+
+#: Characters that can start markup inside a line: emphasis, code, links/images, tables, strike.
+#: (``<``/``>``/``&`` become HTML entities; ``#``, ``-``, ``+`` only matter at a line start, where
+#: the renderer never puts user text.)
+_MD_SPECIAL = set("\\`*_[]|~")
+
+
+def _md(text: object) -> str:
+    """``text`` as literal Markdown: HTML (``<``, ``&``) as entities and every character that
+    can start inline markup backslash-escaped, newlines as spaces. Names and config text come
+    from a study's store, which may come from anyone."""
+    plain = html.escape(" ".join(str(text).split()), quote=False)
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in plain)
+
+
+def _code(text: object) -> _Raw:
+    """``text`` as a Markdown code span (literal, HTML shown as text), fenced by enough backticks."""
+    body = " ".join(str(text).split())
+    run = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    fence = "`" * (run + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return _Raw(f"{fence}{pad}{body}{pad}{fence}")
+
+
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    if isinstance(text, _Raw):
+        return str(text).replace("|", "\\|")
+    return _md(text)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
@@ -61,8 +92,22 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
         top: Rows of the rank table to show.
     """
     v = data.verdict
+    out = [f"# {_md(data.title)}", ""]
+    if v is None:
+        out += ["**Verdict.** No verdict: no axis has a trained ground truth in this study.", ""]
+    else:
+        out += [f"**Verdict.** {_md(v.headline())}", ""]
+        out += _winners(v)
+    if data.missing_axes:
+        out += ["Axes without a trained ground truth:", "",
+                *[f"- {_md(axis)}: {_md(why)}" for axis, why in data.missing_axes.items()], ""]
+    out += _rest(data, figure_files, top)
+    return "\n".join(out)
+
+
+def _winners(v: Verdict) -> list[str]:
     axes = [a.axis for a in v.axes]
-    out = [f"# {data.title}", "", f"**Verdict.** {v.headline()}", ""]
+    out: list[str] = []
     rows = []
     for a in v.axes:
         cells = []
@@ -72,12 +117,18 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
             cells.append(f"{format_value(s.rank)}/{s.n}{gap}")
         tied = f" (+{len(a.winners) - 1} tied)" if len(a.winners) > 1 else ""
         rows.append([a.axis, f"{metric_label(a.column)} ({'higher' if a.higher_is_better else 'lower'} is better)",
-                     f"`{a.champion}`{tied}", format_value(a.best_value), *cells])
+                     _Raw(_code(a.champion) + _md(tied)), format_value(a.best_value), *cells])
     out += [_table(["axis", "ground truth", "winner", "best", *[f"rank on {b}" for b in axes]], rows,
                    "lllr" + "r" * len(axes)), ""]
     out += [f"Pareto front: {len(v.pareto_front)} of {v.n_architectures} architectures"
-            + (f" ({', '.join(v.pareto_front[:12])}{' …' if len(v.pareto_front) > 12 else ''})." if v.pareto_front else "."),
+            + (f" ({', '.join(_code(a) for a in v.pareto_front[:12])}{' …' if len(v.pareto_front) > 12 else ''})."
+               if v.pareto_front else "."),
             ""]
+    return out
+
+
+def _rest(data: ReportData, figure_files: Mapping[str, str] | None, top: int) -> list[str]:
+    out: list[str] = []
     h = data.headline
     papers = [c for c in published_columns() if c in h.columns]
     if len(h):
@@ -91,17 +142,17 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
         out += [_table(["axis", "quantity", "versus", "τ architectures", "τ groups", *papers], rows,
                        "lllrr" + "r" * len(papers)), ""]
     ranks = data.ranks.head(top)
-    if len(ranks):
-        out += [f"## Best {len(ranks)} rank sums (rank 1 = best, ties: {v.rank_method})", ""]
+    if len(ranks) and data.verdict is not None:
+        out += [f"## Best {len(ranks)} rank sums (rank 1 = best, ties: {data.verdict.rank_method})", ""]
         cols = list(ranks.columns)
         out += [_table([metric_label(c) for c in cols], [[format_value(r[c]) for c in cols] for _, r in ranks.iterrows()],
                        "l" + "r" * (len(cols) - 1)), ""]
     if data.notes:
-        out += ["## Notes", "", *[f"- {n}" for n in data.notes], ""]
+        out += ["## Notes", "", *[f"- {_md(n)}" for n in data.notes], ""]
     if figure_files:
-        out += ["## Figures", "", *[f"- [{t}]({p})" for t, p in figure_files.items()], ""]
+        out += ["## Figures", "", *[f"- [{_md(t)}](<{_md(p)}>)" for t, p in figure_files.items()], ""]
     out += ["## What was run", ""]
     pairs = _flat(data.metadata) if data.metadata else [("metadata", "none given")]
     pairs += _flat({k: v for k, v in data.settings.items()}, "analysis.")
     out += [_table(["key", "value"], pairs), ""]
-    return "\n".join(out)
+    return out

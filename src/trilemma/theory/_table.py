@@ -57,7 +57,7 @@ def _topology_fields(spec: CellSpec, width: int, in_features: int, num_classes: 
         "arch": spec.name,
         "index": spec.index,
         "P": topo.num_paths,
-        "depths": " ".join(str(d) for d in topo.sorted_depths),
+        "depths": topo.depths_text,
         "mean_depth": topo.mean_depth,
         "eff_width": topo.eff_width,
         "sum_depth": topo.sum_depth,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
+from trilemma._outputs import check_output_file
 from trilemma.errors import InvalidArgumentError
 
 __all__ = ["add_commands"]
@@ -95,8 +95,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
         acc = load_nb201_accuracy(None if args.accuracy == "default" else args.accuracy)
         table = table.merge(acc[["index", "val_acc"]], on="index", how="left")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_output_file(args.out, "csv", header=str(table.columns[0]), what="nb201 score --out")
     table.to_csv(out, index=False)
     print(f"wrote {len(table)} cells x {table.shape[1]} columns to {out}")
     print(
