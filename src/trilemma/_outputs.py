@@ -225,7 +225,12 @@ def check_output_dir(path: str | Path, *, marker: str, marker_kind: str = "html"
         OSError: The folder cannot be created.
     """
     p = Path(path)
-    if is_store_path(p) or (p.exists() and not p.is_dir()):
+    if is_store_path(p):
+        raise OutputPathError(
+            f"{what}: refusing to write {str(p)!r}: it is a study store (SQLite database) or a file of one; "
+            f"outputs are never written onto stores. Choose a folder."
+        )
+    if p.exists() and not p.is_dir():
         raise OutputPathError(f"{what}: {str(p)!r} exists and is not a folder; give a folder name")
     if p.is_dir() and any(p.iterdir()):
         mark = p / marker

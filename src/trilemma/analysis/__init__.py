@@ -29,6 +29,8 @@ from trilemma.analysis._metrics import (
     KINDS,
     AxisSpec,
     MetricInfo,
+    accuracy_metric,
+    default_axes,
     direction,
     get_metric,
     list_metrics,
@@ -36,7 +38,14 @@ from trilemma.analysis._metrics import (
     register_metric,
     unregister_metric,
 )
-from trilemma.analysis._published import PUBLISHED_CORRELATIONS, PublishedCorrelation, published_correlations
+from trilemma.analysis._published import (
+    PUBLISHED_CORRELATIONS,
+    PUBLISHED_FIG7_TAU,
+    PUBLISHED_TABLE1,
+    PublishedCorrelation,
+    PublishedRank,
+    published_correlations,
+)
 from trilemma.analysis._ranking import (
     NO_VALUES,
     NOT_MEASURED,
@@ -64,6 +73,11 @@ __all__ = [
     "AxisSpec",
     "Correlation",
     "DEFAULT_AXES",
+    "accuracy_metric",
+    "default_axes",
+    "PUBLISHED_FIG7_TAU",
+    "PUBLISHED_TABLE1",
+    "PublishedRank",
     "DEFAULT_GROUP_BY",
     "KINDS",
     "LEVELS",

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trilemma._outputs import check_output_dir
-from trilemma.analysis import Objective
+from trilemma.analysis import AxisSpec, Objective, default_axes
 from trilemma.errors import InvalidArgumentError
 from trilemma.report._data import ReportData, report_data
 from trilemma.report._html import EmbeddedFigure, render_html
@@ -185,6 +185,8 @@ def build_report(
     arch_col: str = "arch",
     dataset: str | None = None,
     html_name: str = "report.html",
+    axes: Sequence[AxisSpec] | None = None,
+    exclude_unconverged: bool = False,
 ) -> ReportPaths:
     """Analyse a results table and write the report.
 
@@ -208,6 +210,8 @@ def build_report(
         arch_col: The architecture column.
         dataset: The dataset to report when the table holds several (see :func:`report_data`).
         html_name: File name of the page.
+        axes: Each axis's ground truth when ``objectives`` is not given (see :func:`report_data`).
+        exclude_unconverged: Leave out runs that never reached the loss plateau.
 
     Returns:
         :class:`ReportPaths`.
@@ -218,9 +222,23 @@ def build_report(
     data = report_data(
         results, curves=curves, metadata=metadata, objectives=objectives, higher_is_better=higher_is_better,
         n_boot=n_boot, confidence=confidence, seed=seed, rank_method=rank_method, methods=methods,
-        arch_col=arch_col, title=title, dataset=dataset,
+        arch_col=arch_col, title=title, dataset=dataset, axes=axes, exclude_unconverged=exclude_unconverged,
     )
     return write_report(data, out_dir, embed=embed, figures=figures, html_name=html_name)
+
+
+def study_axes(config: Mapping[str, object]) -> tuple[AxisSpec, ...]:
+    """Each axis's ground truth for a study, from its stored config (a plain dict).
+
+    The convergence ground truth follows ``training.metrics.accuracy_threshold``
+    (``epochs_to_50`` at 0.5, the papers'); ``[analysis] axes`` overrides any axis.
+    """
+    training = config.get("training") if isinstance(config.get("training"), Mapping) else {}
+    metrics = training.get("metrics") if isinstance(training, Mapping) else None
+    threshold = metrics.get("accuracy_threshold", 0.5) if isinstance(metrics, Mapping) else 0.5
+    analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
+    overrides = analysis.get("axes") if isinstance(analysis, Mapping) else None
+    return default_axes(float(threshold or 0.5), overrides if isinstance(overrides, Mapping) else None)
 
 
 def build_report_for_study(
@@ -250,6 +268,11 @@ def build_report_for_study(
     metadata = dict(study_api.load_metadata(study)) if hasattr(study_api, "load_metadata") else {}
     if not metadata.get("study"):
         metadata["study"] = Path(study).stem
+    config = metadata.get("config") if isinstance(metadata.get("config"), Mapping) else {}
+    if "axes" not in options and "objectives" not in options:
+        options["axes"] = study_axes(config)
+    analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
+    options.setdefault("exclude_unconverged", bool(analysis.get("exclude_unconverged", False)))
     if out_dir is None:
         out_dir = Path("runs") / f"{Path(study).stem}_report"
     out = Path(out_dir)

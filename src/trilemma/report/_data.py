@@ -12,7 +12,9 @@ import pandas as pd
 
 from trilemma.analysis import (
     AXES,
+    DEFAULT_AXES,
     AxisColumns,
+    AxisSpec,
     Objective,
     Verdict,
     aggregate_seeds,
@@ -26,7 +28,7 @@ from trilemma.analysis import (
     resolve_objectives,
     verdict,
 )
-from trilemma.analysis._table import check_frame
+from trilemma.analysis._table import check_frame, numeric_column
 from trilemma.errors import InvalidArgumentError, TrilemmaError, UnknownNameError
 from trilemma.report._figdata import (
     CurvesData,
@@ -39,7 +41,7 @@ from trilemma.report._figdata import (
     topology_map_data,
 )
 
-__all__ = ["ReportData", "report_data", "headline_table"]
+__all__ = ["ReportData", "report_data", "headline_table", "sign_summary", "SignSummary", "sign_agreement", "SIGN_THRESHOLD"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class ReportData:
         notes: Things the reader should know (rows left out, missing curves, ...).
         missing_axes: ``{axis: why it has no ground truth}`` for the axes the study did not
             measure (e.g. no ``[training]`` section) or where no architecture has a value.
+        signs: How many of the paper's Fig. 3/4 pairs our signs reproduce.
     """
 
     title: str
@@ -87,6 +90,7 @@ class ReportData:
     settings: Mapping[str, object]
     notes: tuple[str, ...] = field(default=())
     missing_axes: Mapping[str, str] = field(default_factory=dict)
+    signs: SignSummary | None = None
 
     @property
     def objectives(self) -> tuple[Objective, ...]:
@@ -127,12 +131,91 @@ def headline_table(agreement: pd.DataFrame, ground_truth: Mapping[str, str]) -> 
                 row.update({f"tau_{key}": np.nan, f"tau_{key}_low": np.nan, f"tau_{key}_high": np.nan, f"n_{key}": 0})
         for p in papers:
             row[p] = float(g[p].iloc[0])
+            row[f"sign{p[len('paper'):]}"] = sign_agreement(row.get("tau_group", np.nan), row[p])
+            row[f"sign_arch{p[len('paper'):]}"] = sign_agreement(row.get("tau_arch", np.nan), row[p])
         rows.append(row)
-    out = pd.DataFrame(rows, columns=[*_HEADLINE_BASE, *papers])
+    signs = [f"sign{p[len('paper'):]}" for p in papers] + [f"sign_arch{p[len('paper'):]}" for p in papers]
+    out = pd.DataFrame(rows, columns=[*_HEADLINE_BASE, *papers, *signs])
     order = {a: i for i, a in enumerate(AXES)}
     kind_order = {"trained": 0, "theory": 1, "init": 2}
     return out.sort_values(["axis", "kind", "versus"], key=lambda s: s.map(order) if s.name == "axis"
                            else s.map(kind_order) if s.name == "kind" else s, kind="stable", ignore_index=True)
+
+
+#: Published |τ| below this is too close to zero for its sign to count (shown, not counted).
+SIGN_THRESHOLD = 0.3
+
+
+def sign_agreement(ours: float, published: float) -> str:
+    """``"agree"`` / ``"disagree"`` when the published |τ| ≥ :data:`SIGN_THRESHOLD`, ``"near zero"``
+    below it, ``""`` when either value is missing."""
+    if not (isinstance(published, float) and np.isfinite(published)) or not np.isfinite(ours):
+        return ""
+    if abs(published) < SIGN_THRESHOLD:
+        return "near zero"
+    return "agree" if np.sign(ours) == np.sign(published) else "disagree"
+
+
+#: The published columns of the paper's main trends (Figs. 3 and 4: the twelve pairs).
+MAIN_FIGURES = ("paper:Fig. 3 Tiny-ImageNet", "paper:Fig. 4")
+
+
+@dataclass(frozen=True)
+class SignSummary:
+    """How many of the paper's Fig. 3/4 pairs (:data:`MAIN_FIGURES`) our signs reproduce.
+
+    Attributes:
+        pairs: Pairs with a Fig. 3/4 value in the headline table.
+        counted: Of those, pairs whose published |τ| ≥ :data:`SIGN_THRESHOLD`.
+        agree_group: Counted pairs whose τ over (P, d̄) groups has the published sign.
+        agree_arch: Counted pairs whose τ over architectures has the published sign.
+        disagree_group: ``"quantity vs topology"`` of the counted pairs that disagree (groups).
+        disagree_arch: The same over architectures.
+    """
+
+    pairs: int = 0
+    counted: int = 0
+    agree_group: int = 0
+    agree_arch: int = 0
+    disagree_group: tuple[str, ...] = ()
+    disagree_arch: tuple[str, ...] = ()
+
+    def sentence(self) -> str:
+        """One sentence for the report."""
+        if not self.counted:
+            return "No pair of the paper's Figures 3/4 with |τ| ≥ 0.3 can be compared in this study."
+        text = (f"Signs agree with the paper's Figures 3/4 on {self.agree_group} of {self.counted} pairs over "
+                f"(P, d̄) groups and {self.agree_arch} of {self.counted} over architectures (pairs whose published "
+                f"|τ| ≥ {SIGN_THRESHOLD}; {self.pairs - self.counted} near-zero published values are shown, not counted).")
+        if self.disagree_group:
+            text += f" Disagreeing over groups: {', '.join(self.disagree_group)}."
+        if self.disagree_arch:
+            text += f" Disagreeing over architectures: {', '.join(self.disagree_arch)}."
+        return text
+
+
+def sign_summary(headline: pd.DataFrame) -> SignSummary:
+    """Count the Fig. 3/4 pairs of ``headline`` (from :func:`headline_table`) whose signs agree."""
+    pairs = counted = 0
+    agree = {"group": 0, "arch": 0}
+    disagree: dict[str, list[str]] = {"group": [], "arch": []}
+    for _, r in headline.iterrows():
+        for p in MAIN_FIGURES:
+            if p not in headline.columns or not np.isfinite(r[p]):
+                continue
+            pairs += 1
+            suffix = p[len("paper"):]
+            marks = {"group": r[f"sign{suffix}"], "arch": r[f"sign_arch{suffix}"]}
+            if marks["group"] in ("near zero", ""):
+                continue
+            counted += 1
+            for level, mark in marks.items():
+                if mark == "agree":
+                    agree[level] += 1
+                else:
+                    disagree[level].append(f"{r['quantity']} vs {r['versus']}")
+    return SignSummary(pairs, counted, agree["group"], agree["arch"], tuple(disagree["group"]),
+                       tuple(disagree["arch"]))
 
 
 def _versions() -> dict[str, str]:
@@ -145,10 +228,11 @@ def _versions() -> dict[str, str]:
             "scipy": scipy.__version__, "pandas": pd.__version__, "matplotlib": matplotlib.__version__}
 
 
-def _axis_columns(df: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[AxisColumns, ...]:
+def _axis_columns(df: pd.DataFrame, objectives: Sequence[Objective],
+                  axes: Sequence[AxisSpec] = DEFAULT_AXES) -> tuple[AxisColumns, ...]:
     """The columns of every axis, the objective's ground truth first; axes without a ground
     truth keep their topology / theory / at-init columns (their agreement is still shown)."""
-    defaults = {c.axis: c for c in default_axis_columns(df)}
+    defaults = {c.axis: c for c in default_axis_columns(df, axes)}
     by_axis = {o.axis: o for o in objectives}
     out = []
     for axis in AXES:
@@ -209,6 +293,8 @@ def report_data(
     arch_col: str = "arch",
     title: str | None = None,
     dataset: str | None = None,
+    axes: Sequence[AxisSpec] | None = None,
+    exclude_unconverged: bool = False,
 ) -> ReportData:
     """Compute everything a report shows.
 
@@ -228,6 +314,12 @@ def report_data(
         title: Report title (default from ``metadata["study"]`` or "trilemma report").
         dataset: With a ``dataset`` column holding several datasets, the one to report
             (default: the first in sorted order; a note names the others).
+        axes: Each axis's ground truth when ``objectives`` is not given (default: the
+            papers', :data:`~trilemma.analysis.DEFAULT_AXES`); an axis whose column is absent
+            or empty is reported as missing instead of failing.
+        exclude_unconverged: Leave out runs whose training loss never met the plateau rule
+            (``converged`` false). By default they are kept (their expressivity and gap come
+            from the last epochs): dropping them removes the slowest, deep-narrow cells.
 
     Returns:
         A :class:`ReportData`.
@@ -248,16 +340,35 @@ def report_data(
         bad = {k: int(v) for k, v in counts.items() if k != "complete"}
         if bad:
             notes.append("rows not complete: " + ", ".join(f"{v} {k}" for k, v in bad.items()))
+    if "converged" in results.columns:
+        flags = results["converged"].map(lambda v: None if v is None or v != v else bool(v))
+        unconverged = int((flags == False).sum())  # noqa: E712 - None stays out of both counts
+        plateaued = int((flags == True).sum())  # noqa: E712
+        if exclude_unconverged and unconverged:
+            results = results[flags != False].reset_index(drop=True)  # noqa: E712
+            notes.append(f"{unconverged} run(s) whose training loss never reached the plateau are excluded "
+                         "(exclude_unconverged)")
+        elif unconverged:
+            notes.append(f"{plateaued} of {plateaued + unconverged} training runs reached the loss plateau; the other "
+                         f"{unconverged} are kept (converged = false): their expressivity and generalization gap come "
+                         "from the last epochs")
+        else:
+            notes.append(f"all {plateaued} training runs reached the loss plateau")
     df = aggregate_seeds(results, arch_col)
     if (df["n_seeds"] > 1).any():
         notes.append(f"{len(results)} rows averaged over seeds into {len(df)} architectures")
     missing: dict[str, str] = {}
     if objectives is None:
-        objs, missing = available_objectives(df, higher_is_better)
+        objs, missing = available_objectives(df, higher_is_better, axes if axes is not None else DEFAULT_AXES)
     else:
         objs = resolve_objectives(df, objectives, higher_is_better)
     for axis, why in missing.items():
         notes.append(f"{axis}: {why}")
+    for o in objs:
+        counts = pd.Series(numeric_column(df, o.column)).dropna().value_counts()
+        if len(counts) and counts.iloc[0] > 1:
+            notes.append(f"{o.axis} ground truth {o.column}: {len(counts)} distinct values over {int(counts.sum())} "
+                         f"architectures; the largest tie holds {int(counts.iloc[0])} (value {counts.index[0]:.4g})")
     v: Verdict | None = None
     ranks = pd.DataFrame(columns=[arch_col])
     if objs:
@@ -265,7 +376,7 @@ def report_data(
         if v.n_excluded:
             notes.append(f"{v.n_excluded} architecture(s) lack a trained value on some axis and are not ranked")
         ranks = rank_table(df, objs, method=rank_method, arch_col=arch_col)
-    columns = _axis_columns(df, objs)
+    columns = _axis_columns(df, objs, axes if axes is not None else DEFAULT_AXES)
     agreement = agreement_table(df, columns, methods=methods, n_boot=n_boot, confidence=confidence, seed=seed,
                                 higher_is_better=higher_is_better)
     undefined = agreement[agreement["note"] != ""]
@@ -337,5 +448,5 @@ def report_data(
     return ReportData(
         title=title, results=table, n_input_rows=len(results), verdict=v, ranks=ranks, agreement=agreement,
         headline=headline, axis_columns=columns, maps=tuple(maps), scatters=scatters, curves=cd, pareto=pareto,
-        metadata=metadata, settings=settings, notes=tuple(notes), missing_axes=missing,
+        metadata=metadata, settings=settings, notes=tuple(notes), missing_axes=missing, signs=sign_summary(headline),
     )

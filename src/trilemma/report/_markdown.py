@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 from trilemma.analysis import Verdict, published_columns
@@ -14,10 +13,6 @@ from trilemma.report._figdata import metric_label
 from trilemma.report._html import format_value
 
 __all__ = ["render_markdown"]
-
-
-class _Raw(str):
-    """Markdown written by the renderer itself: not escaped again."""
 
 
 #: Characters that can start markup inside a line: emphasis, code, links/images, tables, strike.
@@ -34,18 +29,7 @@ def _md(text: object) -> str:
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in plain)
 
 
-def _code(text: object) -> _Raw:
-    """``text`` as a Markdown code span (literal, HTML shown as text), fenced by enough backticks."""
-    body = " ".join(str(text).split())
-    run = max((len(m) for m in re.findall(r"`+", body)), default=0)
-    fence = "`" * (run + 1)
-    pad = " " if body.startswith("`") or body.endswith("`") else ""
-    return _Raw(f"{fence}{pad}{body}{pad}{fence}")
-
-
 def _cell(text: object) -> str:
-    if isinstance(text, _Raw):
-        return str(text).replace("|", "\\|")
     return _md(text)
 
 
@@ -63,10 +47,6 @@ def _tau(value: float, low: float, high: float) -> str:
     if math.isfinite(low) and math.isfinite(high):
         return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
     return f"{value:+.2f}"
-
-
-def _paper(value: float) -> str:
-    return f"{value:+.2f}" if math.isfinite(value) else "–"
 
 
 def _flat(mapping: Mapping[str, object], prefix: str = "") -> list[tuple[str, str]]:
@@ -93,6 +73,7 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
     """
     v = data.verdict
     out = [f"# {_md(data.title)}", ""]
+    out += _trends(data)
     if v is None:
         out += ["**Verdict.** No verdict: no axis has a trained ground truth in this study.", ""]
     else:
@@ -117,30 +98,55 @@ def _winners(v: Verdict) -> list[str]:
             cells.append(f"{format_value(s.rank)}/{s.n}{gap}")
         tied = f" (+{len(a.winners) - 1} tied)" if len(a.winners) > 1 else ""
         rows.append([a.axis, f"{metric_label(a.column)} ({'higher' if a.higher_is_better else 'lower'} is better)",
-                     _Raw(_code(a.champion) + _md(tied)), format_value(a.best_value), *cells])
+                     a.champion + tied, format_value(a.best_value), *cells])
     out += [_table(["axis", "ground truth", "winner", "best", *[f"rank on {b}" for b in axes]], rows,
                    "lllr" + "r" * len(axes)), ""]
     out += [f"Pareto front: {len(v.pareto_front)} of {v.n_architectures} architectures"
-            + (f" ({', '.join(_code(a) for a in v.pareto_front[:12])}{' …' if len(v.pareto_front) > 12 else ''})."
+            + (f" ({', '.join(_md(a) for a in v.pareto_front[:12])}{' …' if len(v.pareto_front) > 12 else ''})."
                if v.pareto_front else "."),
             ""]
     return out
 
 
+_SIGN_MARKS = {"agree": "✓", "disagree": "✗", "near zero": "·"}
+
+
+def _paper_mark(r: Mapping[str, object], p: str) -> str:
+    value = r[p]
+    if not isinstance(value, float) or not math.isfinite(value):
+        return "–"
+    suffix = p[len("paper"):]
+    marks = "".join(_SIGN_MARKS.get(str(r.get(k, "")), "") for k in (f"sign{suffix}", f"sign_arch{suffix}"))
+    return f"{value:+.2f} {marks}".strip()
+
+
+def _trends(data: ReportData) -> list[str]:
+    """The first section: each axis against topology beside every published value, signs marked."""
+    h = data.headline
+    if not len(h):
+        return []
+    papers = [c for c in published_columns() if c in h.columns]
+    out = ["## The paper's trends: each axis against topology (Kendall τ, 95% bootstrap CI)", ""]
+    if data.signs is not None:
+        out += [_md(data.signs.sentence()), ""]
+    seeds = data.metadata.get("seeds")
+    if isinstance(seeds, (list, tuple)) and seeds:
+        out += [f"Trained metrics are means over {len(seeds)} seed(s) per architecture. Marks after a published "
+                "value: our τ over groups, then over architectures: ✓ same sign, ✗ opposite sign, · published "
+                "|τ| < 0.3 (not counted).", ""]
+    rows = []
+    for _, r in h.iterrows():
+        rows.append([r["axis"], f"{metric_label(r['quantity'])} ({r['kind']})", metric_label(r["versus"]),
+                     _tau(r["tau_arch"], r["tau_arch_low"], r["tau_arch_high"]),
+                     _tau(r["tau_group"], r["tau_group_low"], r["tau_group_high"]),
+                     *[_paper_mark(r, p) for p in papers]])
+    out += [_table(["axis", "quantity", "versus", "τ architectures", "τ groups",
+                    *[p.replace("paper:", "paper ") for p in papers]], rows, "lllrr" + "r" * len(papers)), ""]
+    return out
+
+
 def _rest(data: ReportData, figure_files: Mapping[str, str] | None, top: int) -> list[str]:
     out: list[str] = []
-    h = data.headline
-    papers = [c for c in published_columns() if c in h.columns]
-    if len(h):
-        out += ["## Each axis against topology (Kendall τ, 95% bootstrap CI)", ""]
-        rows = []
-        for _, r in h.iterrows():
-            rows.append([r["axis"], f"{metric_label(r['quantity'])} ({r['kind']})", metric_label(r["versus"]),
-                         _tau(r["tau_arch"], r["tau_arch_low"], r["tau_arch_high"]),
-                         _tau(r["tau_group"], r["tau_group_low"], r["tau_group_high"]),
-                         *[_paper(r[p]) for p in papers]])
-        out += [_table(["axis", "quantity", "versus", "τ architectures", "τ groups", *papers], rows,
-                       "lllrr" + "r" * len(papers)), ""]
     ranks = data.ranks.head(top)
     if len(ranks) and data.verdict is not None:
         out += [f"## Best {len(ranks)} rank sums (rank 1 = best, ties: {data.verdict.rank_method})", ""]

@@ -208,18 +208,20 @@ class LocalExecutor(Executor):
                     try:
                         outcomes = fut.result()
                     except cf.process.BrokenProcessPool as err:
-                        broken.append(job)
                         if job in self._isolated:  # alone on the pool: this job killed its worker
                             self._isolated.discard(job)
+                            broken.append(job)
                             yield job, _lost(job, f"worker process died while running this job ({err}); "
                                                   f"it may have run out of memory")
+                        else:
+                            broken.append(job)
+                            suspects.append(job)
                         continue
                     self._isolated.discard(job)
                     yield job, outcomes
                 if broken:
-                    interrupted = [j for j in broken if j not in self._isolated] + list(futures.values())
+                    suspects.extend(j for j in futures.values() if j not in suspects)
                     futures.clear()
-                    suspects.extend(j for j in dict.fromkeys(interrupted) if j not in suspects)
                     logger.warning("a worker process died; re-running the %d job(s) it interrupted one at a time "
                                    "to find the one that killed it", len(suspects))
                     self._pool.shutdown(wait=False, cancel_futures=True)

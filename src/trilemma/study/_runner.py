@@ -121,7 +121,7 @@ def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: b
         if not problems and not lines:
             kinds[name] = (kind, kind.options(cfg))
     if not lines and check_resources:
-        if any(kind.uses_data for kind, _ in kinds.values()):
+        if cfg.datasets:  # even dataset-free kinds read the input shape from the first one
             lines.extend(check_datasets(ctx))
         if not lines and not force:
             lines.extend(check_memory(ctx, archs, cfg.executor.n_workers or cpu_count()))
