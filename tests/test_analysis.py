@@ -13,7 +13,7 @@ from trilemma.analysis import (
     AXES,
     PUBLISHED_CORRELATIONS,
     AxisColumns,
-    MetricInfo,
+    Column,
     aggregate_seeds,
     agreement_table,
     best_per_axis,
@@ -353,19 +353,19 @@ def test_metric_table_directions_and_errors():
     assert direction("mean_depth", "generalization") is False
     assert direction("expressivity", "expressivity", {"expressivity": True}) is True
     assert set(list_metrics("trained")) >= {"expressivity", "convergence_epoch", "epochs_to_50", "generalization_gap"}
-    with pytest.raises(UnknownNameError, match="did you mean 'curvature'"):
+    with pytest.raises(UnknownNameError, match="no producer describes column 'curvture'"):
         get_metric("curvture")
     with pytest.raises(UnknownNameError, match="no direction on axis 'expressivity'"):
         direction("nngp_lambda_min", "expressivity")
     with pytest.raises(UnknownNameError, match="valid axes"):
-        MetricInfo("m", "init", {"speed": True})
+        Column("m", "init", directions={"speed": True})
     with pytest.raises(InvalidArgumentError, match="kind must be one of"):
-        MetricInfo("m", "measured")
-    info = register_metric(MetricInfo("test_metric_xyz", "init", {"convergence": True}, "xyz"))
+        Column("m", "measured")
+    info = register_metric(Column("test_metric_xyz", "init", directions={"convergence": True}, label="xyz"))
     try:
         assert "test_metric_xyz" in list_metrics("init", "convergence") and info.label == "xyz"
         with pytest.raises(DuplicateNameError):
-            register_metric(MetricInfo("test_metric_xyz", "init"))
+            register_metric(Column("test_metric_xyz", "init"))
     finally:
         unregister_metric("test_metric_xyz")
 

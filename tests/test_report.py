@@ -242,12 +242,13 @@ def test_one_dataset_per_report_and_seed_averaged_curves(results, curves):
 
 def test_measure_columns_get_the_measures_own_direction(results):
     pytest.importorskip("torch")
-    from trilemma.analysis import get_metric, metrics_from_measures
+    from trilemma.analysis import get_metric, schema_of
     from trilemma.measures import get_measure
 
     df = results.assign(jacobian_norm=results["mean_depth"].rank(ascending=False), jacobian_norm_time=0.01)
-    metrics_from_measures(list(df.columns))
     measure = get_measure("jacobian_norm")
+    # one source of truth: the column's direction is the measure's own registration
+    assert schema_of(df).get("jacobian_norm").directions == {measure.axis: measure.higher_is_better}
     assert get_metric("jacobian_norm").directions == {measure.axis: measure.higher_is_better}
     data = report_data(df, n_boot=0)
     exp = data.agreement.query("axis == 'expressivity' and x == 'mean_depth' and y == 'jacobian_norm'")

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from trilemma.errors import ConfigError  # noqa: E402
 from trilemma.study import Store, TaskKey, export_study, load_curves, load_results, plan_study, run_study  # noqa: E402
-from trilemma.study._builtin import init_seed, measure_batch  # noqa: E402
+from trilemma.study.tasks import init_seed, measure_batch  # noqa: E402
 
 ARCHS = ["2_02_002", "1_01_222", "2_21_112", "2_22_221"]
 

@@ -28,7 +28,7 @@ from trilemma.study import (
     study_status,
     to_nb_suite_zero,
 )
-from trilemma.study._tasks import ProbeTask
+from trilemma.study.tasks import ProbeTask
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -341,7 +341,7 @@ def test_progress_renderers() -> None:
 def test_user_defined_space_from_file(tmp_path: Path) -> None:
     plan = plan_study(EXAMPLES / "custom_space.toml")
     assert plan.archs == [f"mlp_d{d}_x{f}" for d in (1, 2, 3) for f in ("0.5", "1", "2")]
-    assert plan.space.columns("mlp_d2_x0.5") == {"depth": 2, "width_factor": 0.5}
+    assert plan.space.describe("mlp_d2_x0.5") == {"depth": 2, "width_factor": 0.5}
     cfg = {"name": "custom", "store": str(tmp_path / "c.sqlite"),
            "space": {"name": str(EXAMPLES / "custom_space.py") + ":mlp_space", "options": {"depths": [1, 2]}},
            "tasks": {"probe": {}}, "executor": {"kind": "serial"}}

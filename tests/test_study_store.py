@@ -10,7 +10,7 @@ import pytest
 
 from trilemma.errors import StoreError
 from trilemma.study import SCHEMA_VERSION, Outcome, Store, TaskKey
-from trilemma.study._tasks import encode_payload, now_iso
+from trilemma.study._task_api import encode_payload, now_iso
 
 
 def _outcome(key: TaskKey, status: str = "complete", payload: dict | None = None, error: str | None = None) -> Outcome:

@@ -22,6 +22,7 @@ __all__ = [
     "MissingDependencyError",
     "OutputPathError",
     "DataFormatError",
+    "SchemaError",
     "PluginError",
 ]
 
@@ -94,3 +95,7 @@ class PluginError(TrilemmaError, RuntimeError):
 
 class DataFormatError(TrilemmaError, ValueError):
     """A data file is not in its official format, or holds objects that format never contains."""
+
+
+class SchemaError(TrilemmaError, ValueError):
+    """A result schema is inconsistent: two producers declare one column name, or a stored schema is unreadable."""

@@ -2,9 +2,10 @@
 
 Pure functions from a :class:`pandas.DataFrame` (one row per architecture, as returned by
 ``trilemma.study.load_results`` after :func:`aggregate_seeds`) to numbers and data frames; no
-I/O. Every direction ("is higher better?") comes from the metric table
-(:func:`get_metric`, :func:`register_metric`) or from an explicit override — correlations are
-reported raw and *oriented*, never as absolute values.
+I/O. Every name, label and direction ("is higher better?") comes from the table's result
+schema (``df.attrs["schema"]``, :func:`schema_of`; :func:`default_schema` for a table without
+one) or from an explicit override: correlations are reported raw and *oriented*, never as
+absolute values.
 
 Example:
     >>> from trilemma.analysis import synthetic_results, rank_correlation, verdict
@@ -15,8 +16,10 @@ Example:
     True
 """
 
+from trilemma._schema import Column, ResultSchema
 from trilemma.analysis._agreement import (
     AGREEMENT_COLUMNS,
+    AGREEMENT_KINDS,
     AxisColumns,
     agreement_table,
     default_axis_columns,
@@ -28,14 +31,14 @@ from trilemma.analysis._metrics import (
     DEFAULT_AXES,
     KINDS,
     AxisSpec,
-    MetricInfo,
     accuracy_metric,
     default_axes,
+    default_schema,
     direction,
     get_metric,
     list_metrics,
-    metrics_from_measures,
     register_metric,
+    schema_of,
     unregister_metric,
 )
 from trilemma.analysis._published import (
@@ -63,42 +66,46 @@ from trilemma.analysis._ranking import (
     verdict,
 )
 from trilemma.analysis._synthetic import synthetic_curves, synthetic_results
-from trilemma.analysis._table import DEFAULT_GROUP_BY, aggregate_seeds, group_means
+from trilemma.analysis._table import aggregate_seeds, group_means, resolve_group_by
 
 __all__ = [
     "AGREEMENT_COLUMNS",
+    "AGREEMENT_KINDS",
     "AXES",
     "AxisColumns",
     "AxisResult",
     "AxisSpec",
+    "Column",
     "Correlation",
     "DEFAULT_AXES",
-    "accuracy_metric",
-    "default_axes",
-    "PUBLISHED_FIG7_TAU",
-    "PUBLISHED_TABLE1",
-    "PublishedRank",
-    "DEFAULT_GROUP_BY",
     "KINDS",
     "LEVELS",
     "METHODS",
-    "MetricInfo",
+    "NOT_MEASURED",
+    "NO_VALUES",
     "Objective",
     "PUBLISHED_CORRELATIONS",
+    "PUBLISHED_FIG7_TAU",
+    "PUBLISHED_TABLE1",
     "PublishedCorrelation",
+    "PublishedRank",
     "RANK_METHODS",
+    "ResultSchema",
     "Standing",
     "Verdict",
+    "accuracy_metric",
     "aggregate_seeds",
     "agreement_table",
+    "available_objectives",
     "best_per_axis",
     "correlation_sign",
+    "default_axes",
     "default_axis_columns",
+    "default_schema",
     "direction",
     "get_metric",
     "group_means",
     "list_metrics",
-    "metrics_from_measures",
     "pareto_front",
     "pareto_layers",
     "published_columns",
@@ -106,10 +113,9 @@ __all__ = [
     "rank_correlation",
     "rank_table",
     "register_metric",
+    "resolve_group_by",
     "resolve_objectives",
-    "available_objectives",
-    "NOT_MEASURED",
-    "NO_VALUES",
+    "schema_of",
     "synthetic_curves",
     "synthetic_results",
     "unregister_metric",

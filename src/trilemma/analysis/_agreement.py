@@ -17,19 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trilemma._schema import ResultSchema
 from trilemma.analysis._correlation import LEVELS, METHODS, rank_correlation
-from trilemma.analysis._metrics import (
-    AXES,
-    DEFAULT_AXES,
-    KINDS,
-    AxisSpec,
-    check_axis,
-    direction,
-    list_metrics,
-    register_pattern_metrics,
-)
+from trilemma.analysis._metrics import AXES, AxisSpec, check_axis, default_axes, direction, schema_of
 from trilemma.analysis._published import PUBLISHED_CORRELATIONS, PublishedCorrelation
-from trilemma.analysis._table import DEFAULT_GROUP_BY, check_frame
+from trilemma.analysis._table import check_frame
 from trilemma.errors import InvalidArgumentError, TrilemmaError, UnknownNameError
 
 __all__ = ["AxisColumns", "default_axis_columns", "agreement_table", "published_columns", "AGREEMENT_COLUMNS"]
@@ -42,7 +34,10 @@ AGREEMENT_COLUMNS: tuple[str, ...] = (
     "p_value", "sign", "oriented", "agrees", "ci_excludes_zero", "note", "n_boot_valid",
 )
 
-_TOPOLOGY_DEFAULT = ("mean_depth", "P")
+
+
+#: The kinds of columns an agreement table correlates, upstream to downstream.
+AGREEMENT_KINDS: tuple[str, ...] = ("topology", "cost", "theory", "init", "trained")
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,9 @@ class AxisColumns:
 
     Attributes:
         axis: The axis.
-        topology: Topology columns (default d̄ and P).
+        topology: Topology columns (default: the schema's topology-group keys, d̄ and P in
+            the DAG space).
+        cost: Cost columns with a direction on the axis (#params, FLOPs as indicators).
         theory: Closed-form theory columns.
         init: Columns measured at initialization.
         trained: Trained ground-truth columns, the axis's main one first.
@@ -62,10 +59,11 @@ class AxisColumns:
     theory: tuple[str, ...] = ()
     init: tuple[str, ...] = ()
     trained: tuple[str, ...] = ()
+    cost: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_axis(self.axis)
-        for kind in KINDS:
+        for kind in AGREEMENT_KINDS:
             value = getattr(self, kind)
             if isinstance(value, str):
                 raise InvalidArgumentError(f"AxisColumns.{kind} must be a tuple of column names, got the string {value!r}")
@@ -73,7 +71,7 @@ class AxisColumns:
 
     def by_kind(self) -> list[tuple[str, str]]:
         """``[(kind, column), ...]`` upstream to downstream."""
-        return [(kind, col) for kind in KINDS for col in getattr(self, kind)]
+        return [(kind, col) for kind in AGREEMENT_KINDS for col in getattr(self, kind)]
 
     @property
     def ground_truth(self) -> str | None:
@@ -81,24 +79,38 @@ class AxisColumns:
         return self.trained[0] if self.trained else None
 
 
-def default_axis_columns(df: pd.DataFrame, axes: Sequence[AxisSpec] = DEFAULT_AXES) -> tuple[AxisColumns, ...]:
-    """The registered columns of each kind present in ``df``, per axis.
+def default_axis_columns(df: pd.DataFrame, axes: Sequence[AxisSpec] | None = None,
+                         schema: ResultSchema | None = None) -> tuple[AxisColumns, ...]:
+    """The schema's columns of each kind present in ``df``, per axis.
 
-    Topology: d̄ and P. Theory / init / trained: every registered metric of that kind with a
-    direction on the axis, the axis's ground truth first among the trained ones.
+    Topology: the schema's topology-group keys. Cost / theory / init / trained: every column
+    of that kind with a direction on the axis, the axis's ground truth first among the
+    trained ones.
+
+    Args:
+        df: The results table.
+        axes: Each axis's ground truth (default: the schema's, :func:`default_axes`).
+        schema: The table's schema (default: :func:`schema_of` ``(df)``).
     """
     check_frame(df)
-    register_pattern_metrics(list(df.columns))
+    schema = schema_of(df) if schema is None else schema
+    axes = default_axes(schema=schema) if axes is None else axes
     present = set(df.columns)
+    truth = {spec.name: spec for spec in axes}
+    groups = tuple(c for c in schema.group_keys() if c in present)
     out = []
-    for spec in axes:
-        trained = [c for c in spec.ground_truth if c in present][:1]
-        trained += [c for c in list_metrics("trained", spec.name) if c in present and c not in trained]
+    for axis in AXES:
+        spec = truth.get(axis)
+        trained = [c for c in spec.ground_truth if c in present][:1] if spec else []
+        trained += [c for c in schema.names("trained", axis) if c in present and c not in trained]
+        if spec is None and axis not in {a for c in schema for a in c.directions}:
+            continue
         out.append(AxisColumns(
-            axis=spec.name,
-            topology=tuple(c for c in _TOPOLOGY_DEFAULT if c in present),
-            theory=tuple(c for c in list_metrics("theory", spec.name) if c in present),
-            init=tuple(c for c in list_metrics("init", spec.name) if c in present),
+            axis=axis,
+            topology=groups,
+            cost=tuple(c for c in schema.names("cost", axis) if c in present),
+            theory=tuple(c for c in schema.names("theory", axis) if c in present),
+            init=tuple(c for c in schema.names("init", axis) if c in present),
             trained=tuple(trained),
         ))
     return tuple(out)
@@ -129,9 +141,10 @@ def _published_for(axis: str, x: str, x_kind: str, y: str, y_kind: str, ground_t
     return out
 
 
-def _safe_direction(column: str, axis: str, overrides: Mapping[str, bool] | None) -> bool | None:
+def _safe_direction(column: str, axis: str, overrides: Mapping[str, bool] | None,
+                    schema: ResultSchema | None = None) -> bool | None:
     try:
-        return direction(column, axis, overrides)
+        return direction(column, axis, overrides, schema)
     except UnknownNameError:
         return None
 
@@ -145,7 +158,7 @@ def agreement_table(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
-    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    group_by: Sequence[str] | None = None,
     higher_is_better: Mapping[str, bool] | None = None,
 ) -> pd.DataFrame:
     """Rank correlations between every pair of columns of different kinds, per axis.
@@ -181,7 +194,12 @@ def agreement_table(
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
         raise InvalidArgumentError(f"levels must be a non-empty subset of {LEVELS}, got {tuple(levels)}")
-    specs = default_axis_columns(df) if columns is None else tuple(columns)
+    schema = schema_of(df)
+    specs = default_axis_columns(df, schema=schema) if columns is None else tuple(columns)
+    if group_by is None and not schema.group_keys():
+        levels = tuple(lv for lv in levels if lv != "group")  # no topology groups in this space
+        if not levels:
+            raise InvalidArgumentError("the table's schema declares no topology groups; use levels=('architecture',)")
     for spec in specs:
         check_frame(df, [c for _, c in spec.by_kind()])
     paper_cols = published_columns()
@@ -192,8 +210,8 @@ def agreement_table(
             for ky, cy in entries[i + 1:]:
                 if kx == ky or cx == cy:
                     continue
-                hx = _safe_direction(cx, spec.axis, higher_is_better)
-                hy = _safe_direction(cy, spec.axis, higher_is_better)
+                hx = _safe_direction(cx, spec.axis, higher_is_better, schema)
+                hy = _safe_direction(cy, spec.axis, higher_is_better, schema)
                 published = _published_for(spec.axis, cx, kx, cy, ky, spec.ground_truth)
                 for method in methods:
                     for level in levels:

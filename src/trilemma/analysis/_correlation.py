@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from trilemma.analysis._table import DEFAULT_GROUP_BY, check_frame, group_keys, numeric_column
+from trilemma.analysis._table import check_frame, group_keys, numeric_column, resolve_group_by
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["METHODS", "LEVELS", "Correlation", "rank_correlation", "correlation_sign"]
@@ -392,7 +392,7 @@ def rank_correlation(
     *,
     method: Method = "kendall",
     level: Level = "architecture",
-    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    group_by: Sequence[str] | None = None,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -408,7 +408,8 @@ def rank_correlation(
         method: ``"kendall"`` (τ-b, ties handled) or ``"spearman"``.
         level: ``"architecture"`` (one point per row) or ``"group"`` (one point per group
             mean; rows resampled within their group).
-        group_by: Group-key columns for ``level="group"`` (default the papers' (P, d̄)).
+        group_by: Group-key columns for ``level="group"`` (default: the schema's topology
+            groups, the DAG space's (P, d̄)).
         n_boot: Bootstrap resamples; 0 gives no interval.
         confidence: Coverage of the percentile interval.
         seed: Seed of the resampling (same seed, same interval).
@@ -425,6 +426,7 @@ def rank_correlation(
     """
     _check_options(method, level, n_boot, confidence, seed)
     check_frame(df)
+    group_by = resolve_group_by(df, group_by) if level == "group" else tuple(group_by or ())
     clean, xv, yv, codes, n_dropped = _prepare(df, x, y, level, group_by)
     if level == "group":
         assert codes is not None

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from trilemma.analysis._metrics import DEFAULT_AXES, AxisSpec, check_axis, direction, get_metric
+from trilemma._schema import AXES
+from trilemma.analysis._metrics import AxisSpec, check_axis, default_axes, direction, get_metric, schema_of
 from trilemma.analysis._table import check_frame, numeric_column
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 
@@ -75,14 +76,14 @@ def resolve_objectives(
     df: pd.DataFrame,
     objectives: Mapping[str, str] | Sequence[Objective] | None = None,
     higher_is_better: Mapping[str, bool] | None = None,
-    axes: Sequence[AxisSpec] = DEFAULT_AXES,
+    axes: Sequence[AxisSpec] | None = None,
 ) -> tuple[Objective, ...]:
     """Turn an ``{axis: column}`` mapping (or the defaults) into :class:`Objective` s.
 
     Args:
         df: The results table (to check columns and pick default ground truths).
         objectives: ``{axis: column}``, a sequence of :class:`Objective`, or ``None`` for
-            each axis's first ground-truth column present in ``df`` (see ``DEFAULT_AXES``).
+            each axis's ground truth (see :func:`~trilemma.analysis.default_axes`).
         higher_is_better: ``{column: bool}`` overriding the metric table's direction.
         axes: Axis specs used when ``objectives`` is None.
 
@@ -94,15 +95,17 @@ def resolve_objectives(
         UnknownNameError: an axis name is unknown, or a column has no known direction.
     """
     check_frame(df)
+    schema = schema_of(df)
     if objectives is None:
+        axes = default_axes(schema=schema) if axes is None else axes
         out = tuple(
-            Objective(a.name, col, direction(col, a.name, higher_is_better))
+            Objective(a.name, col, direction(col, a.name, higher_is_better, schema))
             for a in axes
             for col in [a.resolve(list(df.columns))]
         )
     elif isinstance(objectives, Mapping):
         out = tuple(
-            Objective(check_axis(axis), col, direction(col, axis, higher_is_better))
+            Objective(check_axis(axis), col, direction(col, axis, higher_is_better, schema))
             for axis, col in objectives.items()
         )
     else:
@@ -129,7 +132,7 @@ NO_VALUES = "measured, but no architecture has a value (e.g. none converged)"
 def available_objectives(
     df: pd.DataFrame,
     higher_is_better: Mapping[str, bool] | None = None,
-    axes: Sequence[AxisSpec] = DEFAULT_AXES,
+    axes: Sequence[AxisSpec] | None = None,
 ) -> tuple[tuple[Objective, ...], dict[str, str]]:
     """The objectives a table supports, and why the others are missing.
 
@@ -141,8 +144,10 @@ def available_objectives(
         no ground-truth column is present, :data:`NO_VALUES` when it is present but empty).
     """
     check_frame(df)
+    schema = schema_of(df)
+    axes = default_axes(schema=schema) if axes is None else axes
     out: list[Objective] = []
-    missing: dict[str, str] = {}
+    missing: dict[str, str] = {a: NOT_MEASURED for a in AXES if a not in {s.name for s in axes}}
     for a in axes:
         present = [c for c in a.ground_truth if c in df.columns]
         if not present:
@@ -152,8 +157,8 @@ def available_objectives(
         if not np.isfinite(numeric_column(df, col)).any():
             missing[a.name] = NO_VALUES
             continue
-        out.append(Objective(a.name, col, direction(col, a.name, higher_is_better)))
-    return tuple(out), missing
+        out.append(Objective(a.name, col, direction(col, a.name, higher_is_better, schema)))
+    return tuple(out), {a: missing[a] for a in AXES if a in missing}
 
 
 def _check_arch(df: pd.DataFrame, arch_col: str) -> None:

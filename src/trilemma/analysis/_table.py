@@ -10,14 +10,29 @@ import pandas as pd
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["DEFAULT_GROUP_BY", "check_frame", "numeric_column", "aggregate_seeds", "group_keys", "group_means"]
+__all__ = ["check_frame", "numeric_column", "aggregate_seeds", "group_keys", "group_means", "resolve_group_by"]
 
 logger = logging.getLogger(__name__)
 
-#: The papers' topology groups: architectures with the same number of paths P and the
-#: same effective depth d̄ (AutoML-Conf 2023, Figures 3–5).
-DEFAULT_GROUP_BY: tuple[str, ...] = ("P", "mean_depth")
 _GROUP_DECIMALS = 6
+
+
+def resolve_group_by(df: pd.DataFrame, group_by: Sequence[str] | None) -> tuple[str, ...]:
+    """``group_by``, or the schema's topology-group keys (``role="group"``; the DAG space's
+    P and d̄, the papers' Figures 3–5).
+
+    Raises:
+        InvalidArgumentError: no group keys are given or declared.
+    """
+    if group_by is None:
+        from trilemma.analysis._metrics import schema_of
+
+        group_by = schema_of(df).group_keys()
+    if isinstance(group_by, str) or not group_by:
+        raise InvalidArgumentError(
+            f"group_by must name the topology-group columns; the table's schema declares none (got {group_by!r})"
+        )
+    return tuple(group_by)
 
 
 def check_frame(df: object, columns: Sequence[str] = (), *, what: str = "results") -> pd.DataFrame:
@@ -69,13 +84,13 @@ def group_keys(df: pd.DataFrame, group_by: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(keys, index=df.index)
 
 
-def group_means(df: pd.DataFrame, columns: Sequence[str], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> pd.DataFrame:
+def group_means(df: pd.DataFrame, columns: Sequence[str], group_by: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean and spread of ``columns`` within each topology group.
 
     Args:
         df: Results, one row per architecture.
         columns: Numeric columns to summarise.
-        group_by: Group-key columns (default the papers' (P, d̄)).
+        group_by: Group-key columns (default: the schema's topology groups, see :func:`resolve_group_by`).
 
     Returns:
         One row per group, sorted by the keys: the key columns, ``count`` (rows in the
@@ -85,6 +100,7 @@ def group_means(df: pd.DataFrame, columns: Sequence[str], group_by: Sequence[str
     Raises:
         InvalidArgumentError: a column is missing; InvalidTypeError: a column is not numeric.
     """
+    group_by = resolve_group_by(df, group_by)
     check_frame(df, [*group_by, *columns])
     keys = group_keys(df, group_by)
     data = pd.DataFrame({c: numeric_column(df, c) for c in columns}, index=df.index)

@@ -46,8 +46,11 @@ from trilemma.nb201._indicators import (
     combined_indicator,
 )
 from trilemma.nb201._search import CentreFilter, SearchResult, centre_filter, search_table, simulate_search
+from trilemma.nb201._space import NB201Space
+from trilemma.spaces import register_space
 
 __all__ = [
+    "NB201Space",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CLOSED_FORM_COMBINED",
@@ -81,3 +84,5 @@ __all__ = [
     "shared_data_dir",
     "simulate_search",
 ]
+
+register_space("nb201", NB201Space)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trilemma._outputs import check_output_dir
+from trilemma._schema import ResultSchema
 from trilemma.analysis import AxisSpec, Objective, default_axes
 from trilemma.errors import InvalidArgumentError
 from trilemma.report._data import ReportData, report_data
@@ -227,18 +228,23 @@ def build_report(
     return write_report(data, out_dir, embed=embed, figures=figures, html_name=html_name)
 
 
-def study_axes(config: Mapping[str, object]) -> tuple[AxisSpec, ...]:
-    """Each axis's ground truth for a study, from its stored config (a plain dict).
+def study_axes(config: Mapping[str, object], schema: ResultSchema | None = None) -> tuple[AxisSpec, ...]:
+    """Each axis's ground truth for a study: the schema's (the training task declares
+    ``epochs_to_<p>`` at its ``accuracy_threshold``), with the study's ``[analysis] axes`` overrides.
 
-    The convergence ground truth follows ``training.metrics.accuracy_threshold``
-    (``epochs_to_50`` at 0.5, the papers'); ``[analysis] axes`` overrides any axis.
+    Args:
+        config: The study's stored config (a plain dict).
+        schema: The results' schema (default: the default schema at the config's threshold).
     """
+    analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
+    overrides = analysis.get("axes") if isinstance(analysis, Mapping) else None
+    overrides = overrides if isinstance(overrides, Mapping) else None
+    if schema is not None:
+        return default_axes(overrides=overrides, schema=schema)
     training = config.get("training") if isinstance(config.get("training"), Mapping) else {}
     metrics = training.get("metrics") if isinstance(training, Mapping) else None
     threshold = metrics.get("accuracy_threshold", 0.5) if isinstance(metrics, Mapping) else 0.5
-    analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
-    overrides = analysis.get("axes") if isinstance(analysis, Mapping) else None
-    return default_axes(float(threshold or 0.5), overrides if isinstance(overrides, Mapping) else None)
+    return default_axes(float(threshold or 0.5), overrides)
 
 
 def build_report_for_study(
@@ -270,7 +276,8 @@ def build_report_for_study(
         metadata["study"] = Path(study).stem
     config = metadata.get("config") if isinstance(metadata.get("config"), Mapping) else {}
     if "axes" not in options and "objectives" not in options:
-        options["axes"] = study_axes(config)
+        schema = results.attrs.get("schema")
+        options["axes"] = study_axes(config, schema if isinstance(schema, ResultSchema) else None)
     analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
     options.setdefault("exclude_unconverged", bool(analysis.get("exclude_unconverged", False)))
     if out_dir is None:

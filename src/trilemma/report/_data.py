@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from trilemma._schema import ResultSchema
 from trilemma.analysis import (
     AXES,
-    DEFAULT_AXES,
     AxisColumns,
     AxisSpec,
     Objective,
@@ -22,10 +22,10 @@ from trilemma.analysis import (
     available_objectives,
     default_axis_columns,
     direction,
-    metrics_from_measures,
     published_columns,
     rank_table,
     resolve_objectives,
+    schema_of,
     verdict,
 )
 from trilemma.analysis._table import check_frame, numeric_column
@@ -37,6 +37,7 @@ from trilemma.report._figdata import (
     TopologyMapData,
     curves_data,
     indicator_scatter_data,
+    metric_label,
     pareto_data,
     topology_map_data,
 )
@@ -72,6 +73,7 @@ class ReportData:
         missing_axes: ``{axis: why it has no ground truth}`` for the axes the study did not
             measure (e.g. no ``[training]`` section) or where no architecture has a value.
         signs: How many of the paper's Fig. 3/4 pairs our signs reproduce.
+        schema: The results' column schema (labels, kinds, directions).
     """
 
     title: str
@@ -91,6 +93,11 @@ class ReportData:
     notes: tuple[str, ...] = field(default=())
     missing_axes: Mapping[str, str] = field(default_factory=dict)
     signs: SignSummary | None = None
+    schema: ResultSchema = field(default_factory=ResultSchema)
+
+    def label(self, column: str) -> str:
+        """The display label of ``column`` (from the results' schema)."""
+        return metric_label(column, self.schema)
 
     @property
     def objectives(self) -> tuple[Objective, ...]:
@@ -229,7 +236,7 @@ def _versions() -> dict[str, str]:
 
 
 def _axis_columns(df: pd.DataFrame, objectives: Sequence[Objective],
-                  axes: Sequence[AxisSpec] = DEFAULT_AXES) -> tuple[AxisColumns, ...]:
+                  axes: Sequence[AxisSpec] | None = None) -> tuple[AxisColumns, ...]:
     """The columns of every axis, the objective's ground truth first; axes without a ground
     truth keep their topology / theory / at-init columns (their agreement is still shown)."""
     defaults = {c.axis: c for c in default_axis_columns(df, axes)}
@@ -239,9 +246,9 @@ def _axis_columns(df: pd.DataFrame, objectives: Sequence[Objective],
         d = defaults.get(axis) or AxisColumns(axis)
         o = by_axis.get(axis)
         trained = (o.column, *[c for c in d.trained if c != o.column]) if o else d.trained
-        if o is None and not (d.theory or d.init or trained):
+        if o is None and not (d.cost or d.theory or d.init or trained):
             continue
-        out.append(AxisColumns(axis, d.topology, d.theory, d.init, trained))
+        out.append(AxisColumns(axis, d.topology, d.theory, d.init, trained, d.cost))
     return tuple(out)
 
 
@@ -268,10 +275,10 @@ def _one_dataset(
     return results, curves, dataset
 
 
-def _first_axis(column: str) -> str | None:
+def _first_axis(column: str, schema: ResultSchema | None = None) -> str | None:
     for axis in AXES:
         try:
-            direction(column, axis)
+            direction(column, axis, schema=schema)
         except UnknownNameError:
             continue
         return axis
@@ -333,8 +340,8 @@ def report_data(
         raise InvalidArgumentError("the results table is empty; nothing to report")
     metadata = dict(metadata or {})
     notes: list[str] = []
+    schema = schema_of(results)
     results, curves, dataset = _one_dataset(results, curves, dataset, notes)
-    metrics_from_measures(list(results.columns))
     if "status" in results.columns:
         counts = results["status"].astype(str).value_counts()
         bad = {k: int(v) for k, v in counts.items() if k != "complete"}
@@ -355,11 +362,12 @@ def report_data(
         else:
             notes.append(f"all {plateaued} training runs reached the loss plateau")
     df = aggregate_seeds(results, arch_col)
+    df.attrs["schema"] = schema
     if (df["n_seeds"] > 1).any():
         notes.append(f"{len(results)} rows averaged over seeds into {len(df)} architectures")
     missing: dict[str, str] = {}
     if objectives is None:
-        objs, missing = available_objectives(df, higher_is_better, axes if axes is not None else DEFAULT_AXES)
+        objs, missing = available_objectives(df, higher_is_better, axes)
     else:
         objs = resolve_objectives(df, objectives, higher_is_better)
     for axis, why in missing.items():
@@ -376,7 +384,7 @@ def report_data(
         if v.n_excluded:
             notes.append(f"{v.n_excluded} architecture(s) lack a trained value on some axis and are not ranked")
         ranks = rank_table(df, objs, method=rank_method, arch_col=arch_col)
-    columns = _axis_columns(df, objs, axes if axes is not None else DEFAULT_AXES)
+    columns = _axis_columns(df, objs, axes)
     agreement = agreement_table(df, columns, methods=methods, n_boot=n_boot, confidence=confidence, seed=seed,
                                 higher_is_better=higher_is_better)
     undefined = agreement[agreement["note"] != ""]
@@ -387,9 +395,9 @@ def report_data(
         notes.append(f"{len(thin)} correlation(s) have fewer than 90% defined bootstrap resamples (too few "
                      "architectures or groups for some resamples to vary); their intervals use the defined ones")
     headline = headline_table(agreement, {o.axis: o.column for o in objs})
-    has_topology = {"P", "mean_depth"} <= set(df.columns)
+    keys = [k for k in schema.group_keys() if k in df.columns]
     maps: list[TopologyMapData] = []
-    if has_topology:
+    if len(keys) == 2:
         for o in objs:
             maps.append(topology_map_data(df, o.column, axis=o.axis, arch_col=arch_col))
         seen = {o.column for o in objs}
@@ -398,17 +406,18 @@ def report_data(
                 if col not in seen:
                     seen.add(col)
                     try:
-                        maps.append(topology_map_data(df, col, axis=_first_axis(col), arch_col=arch_col))
+                        maps.append(topology_map_data(df, col, axis=_first_axis(col, schema), arch_col=arch_col))
                     except TrilemmaError as exc:
                         notes.append(f"no topology map for {col}: {exc}")
     else:
-        notes.append("no P / mean_depth columns: topology maps and group correlations are skipped")
+        notes.append("the space declares no two topology-group columns: topology maps and group correlations "
+                     "are skipped")
     scatters: dict[str, tuple[IndicatorScatterData, ...]] = {}
     by_axis = {c.axis: c for c in columns}
     for o in objs:
         c = by_axis[o.axis]
         items = []
-        for col in (*c.topology, *c.theory, *c.init):
+        for col in (*c.topology, *c.cost, *c.theory, *c.init):
             try:
                 items.append(indicator_scatter_data(df, col, o.column, o.axis, n_boot=n_boot, seed=seed,
                                                     confidence=confidence, arch_col=arch_col))
@@ -449,4 +458,5 @@ def report_data(
         title=title, results=table, n_input_rows=len(results), verdict=v, ranks=ranks, agreement=agreement,
         headline=headline, axis_columns=columns, maps=tuple(maps), scatters=scatters, curves=cd, pareto=pareto,
         metadata=metadata, settings=settings, notes=tuple(notes), missing_axes=missing, signs=sign_summary(headline),
+        schema=schema,
     )

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from trilemma._schema import ResultSchema
 from trilemma.analysis import (
-    DEFAULT_GROUP_BY,
     Correlation,
     Objective,
     Verdict,
@@ -23,6 +23,7 @@ from trilemma.analysis import (
     group_means,
     pareto_layers,
     rank_correlation,
+    schema_of,
 )
 from trilemma.analysis._table import check_frame, numeric_column
 from trilemma.errors import InvalidArgumentError, UnknownNameError
@@ -40,34 +41,36 @@ __all__ = [
 ]
 
 
-def metric_label(column: str) -> str:
-    """Display label of a column: the metric table's label, or the column name."""
+def metric_label(column: str, schema: ResultSchema | None = None) -> str:
+    """Display label of a column: its label in ``schema`` (default: the default schema), or its name."""
     try:
-        return get_metric(column).label
+        return get_metric(column, schema).label
     except UnknownNameError:
         return column
 
 
-def _direction_or_none(column: str, axis: str | None) -> bool | None:
+def _direction_or_none(column: str, axis: str | None, schema: ResultSchema | None = None) -> bool | None:
     if axis is None:
         return None
     try:
-        return direction(column, axis)
+        return direction(column, axis, schema=schema)
     except UnknownNameError:
         return None
 
 
 @dataclass(frozen=True)
 class TopologyMapData:
-    """One quantity over the (d̄, P) plane, per architecture and per topology group.
+    """One quantity over the plane of the two topology-group keys (the DAG space: d̄ and P).
 
     Attributes:
         column: The quantity's column.
         label: Its display label.
         axis: The axis it belongs to (None if none).
         higher_is_better: Its direction on ``axis`` (None if unknown).
-        points: ``arch, P, mean_depth, value`` for every architecture with a value.
-        groups: ``P, mean_depth, count, mean, std`` per (P, d̄) group (std: population).
+        points: ``arch, row, col, value`` for every architecture with a value (``row`` is the
+            first group key, e.g. P; ``col`` the second, e.g. d̄).
+        groups: ``row, col, count, mean, std`` per topology group (std: population).
+        row_key, col_key: The group-key columns; ``row_label``, ``col_label`` their labels.
     """
 
     column: str
@@ -76,6 +79,10 @@ class TopologyMapData:
     higher_is_better: bool | None
     points: pd.DataFrame
     groups: pd.DataFrame
+    row_key: str = ""
+    col_key: str = ""
+    row_label: str = ""
+    col_label: str = ""
 
     @property
     def direction_text(self) -> str:
@@ -87,30 +94,38 @@ class TopologyMapData:
 
 def topology_map_data(
     df: pd.DataFrame, column: str, *, axis: str | None = None, arch_col: str = "arch",
-    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    group_by: Sequence[str] | None = None,
 ) -> TopologyMapData:
-    """Collect ``column`` over the (d̄, P) plane (the papers' Figures 3–5).
+    """Collect ``column`` over the plane of the two topology-group keys (the papers' Figures 3–5).
+
+    Args:
+        df: One row per architecture.
+        column: The quantity.
+        axis: The axis it belongs to (for its direction).
+        arch_col: The architecture column.
+        group_by: The two group keys ``(row, col)`` (default: the schema's, P and d̄ in the DAG space).
 
     Raises:
-        InvalidArgumentError: a column is missing or no architecture has a value.
+        InvalidArgumentError: not two group keys, a column is missing or no architecture has a value.
     """
-    if tuple(group_by) != ("P", "mean_depth"):
-        raise InvalidArgumentError(f"topology maps are drawn over (P, mean_depth); got group_by={tuple(group_by)}")
-    check_frame(df, [arch_col, "P", "mean_depth", column])
+    schema = schema_of(df)
+    keys = tuple(schema.group_keys() if group_by is None else group_by)
+    if len(keys) != 2:
+        raise InvalidArgumentError(f"a topology map needs two group keys (rows, columns); got {keys}")
+    row_key, col_key = keys
+    check_frame(df, [arch_col, row_key, col_key, column])
     values = numeric_column(df, column)
-    ok = np.isfinite(values) & np.isfinite(numeric_column(df, "P")) & np.isfinite(numeric_column(df, "mean_depth"))
+    rows, cols = numeric_column(df, row_key), numeric_column(df, col_key)
+    ok = np.isfinite(values) & np.isfinite(rows) & np.isfinite(cols)
     if not ok.any():
         raise InvalidArgumentError(f"column {column!r} has no finite value to map")
-    points = pd.DataFrame({
-        "arch": df[arch_col].to_numpy()[ok],
-        "P": numeric_column(df, "P")[ok],
-        "mean_depth": numeric_column(df, "mean_depth")[ok],
-        "value": values[ok],
-    })
-    g = group_means(points, ["value"])
-    groups = pd.DataFrame({"P": g["P"], "mean_depth": g["mean_depth"], "count": g["count"],
-                           "mean": g["value"], "std": g["value_std"]})
-    return TopologyMapData(column, metric_label(column), axis, _direction_or_none(column, axis), points, groups)
+    points = pd.DataFrame({"arch": df[arch_col].to_numpy()[ok], "row": rows[ok], "col": cols[ok], "value": values[ok]})
+    g = group_means(points, ["value"], group_by=("row", "col"))
+    groups = pd.DataFrame({"row": g["row"], "col": g["col"], "count": g["count"], "mean": g["value"],
+                           "std": g["value_std"]})
+    return TopologyMapData(column, metric_label(column, schema), axis, _direction_or_none(column, axis, schema),
+                           points, groups, row_key, col_key, metric_label(row_key, schema),
+                           metric_label(col_key, schema))
 
 
 @dataclass(frozen=True)
@@ -121,7 +136,9 @@ class IndicatorScatterData:
         axis: The axis.
         x: Indicator column; ``y``: ground-truth column.
         x_label, y_label: Display labels.
-        points: ``arch, x, y, P`` for rows with both values.
+        points: ``arch, x, y, colour`` for rows with both values (``colour``: the first topology-group
+            key, e.g. P, or NaN).
+        colour_label: What ``colour`` is.
         correlation: Kendall τ over architectures with its bootstrap interval.
     """
 
@@ -132,6 +149,7 @@ class IndicatorScatterData:
     y_label: str
     points: pd.DataFrame
     correlation: Correlation
+    colour_label: str = ""
 
     @property
     def legend(self) -> str:
@@ -153,14 +171,17 @@ def indicator_scatter_data(
         InvalidArgumentError: a column is missing or the correlation is undefined.
     """
     check_frame(df, [arch_col, x, y])
+    schema = schema_of(df)
     corr = rank_correlation(df, x, y, method="kendall", level="architecture", n_boot=n_boot, seed=seed,
-                            confidence=confidence, x_higher_is_better=_direction_or_none(x, axis),
-                            y_higher_is_better=_direction_or_none(y, axis))
+                            confidence=confidence, x_higher_is_better=_direction_or_none(x, axis, schema),
+                            y_higher_is_better=_direction_or_none(y, axis, schema))
     xv, yv = numeric_column(df, x), numeric_column(df, y)
     ok = np.isfinite(xv) & np.isfinite(yv)
-    p = numeric_column(df, "P")[ok] if "P" in df.columns else np.full(int(ok.sum()), np.nan)
-    points = pd.DataFrame({"arch": df[arch_col].to_numpy()[ok], "x": xv[ok], "y": yv[ok], "P": p})
-    return IndicatorScatterData(axis, x, y, metric_label(x), metric_label(y), points, corr)
+    keys = [k for k in schema.group_keys() if k in df.columns]
+    colour = numeric_column(df, keys[0])[ok] if keys else np.full(int(ok.sum()), np.nan)
+    points = pd.DataFrame({"arch": df[arch_col].to_numpy()[ok], "x": xv[ok], "y": yv[ok], "colour": colour})
+    return IndicatorScatterData(axis, x, y, metric_label(x, schema), metric_label(y, schema), points, corr,
+                                metric_label(keys[0], schema) if keys else "")
 
 
 @dataclass(frozen=True)

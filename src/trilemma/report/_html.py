@@ -20,7 +20,6 @@ import pandas as pd
 from trilemma._outputs import GENERATOR_MARK
 from trilemma.analysis import AXES, published_columns
 from trilemma.report._data import ReportData
-from trilemma.report._figdata import metric_label
 
 __all__ = ["EmbeddedFigure", "render_html", "format_value"]
 
@@ -257,7 +256,7 @@ def _verdict_section(data: ReportData) -> str:
             cells.append(f"<td>{format_value(s.rank)}/{s.n}{gap}</td>")
         tied = f" <span class='ci'>(+{len(a.winners) - 1} tied)</span>" if len(a.winners) > 1 else ""
         rows.append(
-            f"<tr><td class='t'>{_e(a.axis)}</td><td class='t'>{_e(metric_label(a.column))} "
+            f"<tr><td class='t'>{_e(a.axis)}</td><td class='t'>{_e(data.label(a.column))} "
             f"<span class='ci'>({_e(_direction_text(a.higher_is_better))})</span></td>"
             f"<td class='t'><code>{_e(a.champion)}</code>{tied}</td><td>{format_value(a.best_value)}</td>"
             + "".join(cells) + "</tr>"
@@ -288,8 +287,8 @@ def _headline_section(data: ReportData) -> str:
     rows = []
     for _, rd in h.iterrows():
         rows.append(
-            f"<tr><td class='t'>{_e(rd['axis'])}</td><td class='t'>{_e(metric_label(rd['quantity']))} "
-            f"<span class='ci'>({_e(rd['kind'])})</span></td><td class='t'>{_e(metric_label(rd['versus']))}</td>"
+            f"<tr><td class='t'>{_e(rd['axis'])}</td><td class='t'>{_e(data.label(rd['quantity']))} "
+            f"<span class='ci'>({_e(rd['kind'])})</span></td><td class='t'>{_e(data.label(rd['versus']))}</td>"
             f"<td>{_tau(rd['tau_arch'], rd['tau_arch_low'], rd['tau_arch_high'])} <span class='ci'>n={rd['n_arch']}</span></td>"
             f"<td>{_tau(rd['tau_group'], rd['tau_group_low'], rd['tau_group_high'])} <span class='ci'>n={rd['n_group']}</span></td>"
             + "".join(_paper_cell(rd[p], rd.get(f"sign{p[len('paper'):]}", ""),
@@ -344,8 +343,8 @@ def _agreement_section(data: ReportData) -> str:
             cells = "".join(_oriented_cell(g[g["level"] == lv].iloc[0] if (g["level"] == lv).any() else None)
                             for lv in levels)
             rows.append(
-                f"<tr><td class='t'>{_e(metric_label(x))} <span class='ci'>({_e(first['x_kind'])})</span></td>"
-                f"<td class='t'>{_e(metric_label(y))} <span class='ci'>({_e(first['y_kind'])})</span></td>"
+                f"<tr><td class='t'>{_e(data.label(x))} <span class='ci'>({_e(first['x_kind'])})</span></td>"
+                f"<td class='t'>{_e(data.label(y))} <span class='ci'>({_e(first['y_kind'])})</span></td>"
                 f"<td class='t'>{_e(method)}</td>{cells}"
                 + "".join(f"<td>{_paper(first[p])}</td>" for p in papers) + "</tr>"
             )
@@ -372,7 +371,7 @@ def _ranks_section(data: ReportData, top: int = 15) -> str:
     champions = {a.champion for a in data.verdict.axes}
     sel = ranks[(ranks.index < top) | ranks["arch"].astype(str).isin(champions)] if "arch" in ranks else ranks.head(top)
     cols = list(ranks.columns)
-    head = "".join(f"<th class='{'t' if c == cols[0] else ''}'>{_e(metric_label(c))}</th>" for c in cols)
+    head = "".join(f"<th class='{'t' if c == cols[0] else ''}'>{_e(data.label(c))}</th>" for c in cols)
     body = "".join(
         "<tr>" + "".join(
             f"<td class='{'t' if c == cols[0] else ''}'>{_e(format_value(r[c]))}</td>" for c in cols) + "</tr>"

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 
 from trilemma.analysis import Verdict, published_columns
 from trilemma.report._data import ReportData
-from trilemma.report._figdata import metric_label
 from trilemma.report._html import format_value
 
 __all__ = ["render_markdown"]
@@ -78,7 +77,7 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
         out += ["**Verdict.** No verdict: no axis has a trained ground truth in this study.", ""]
     else:
         out += [f"**Verdict.** {_md(v.headline())}", ""]
-        out += _winners(v)
+        out += _winners(data, v)
     if data.missing_axes:
         out += ["Axes without a trained ground truth:", "",
                 *[f"- {_md(axis)}: {_md(why)}" for axis, why in data.missing_axes.items()], ""]
@@ -86,7 +85,7 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
     return "\n".join(out)
 
 
-def _winners(v: Verdict) -> list[str]:
+def _winners(data: ReportData, v: Verdict) -> list[str]:
     axes = [a.axis for a in v.axes]
     out: list[str] = []
     rows = []
@@ -97,7 +96,7 @@ def _winners(v: Verdict) -> list[str]:
             gap = "" if s.rank == 1 or s.relative_gap is None else f" (+{s.relative_gap:.0%})"
             cells.append(f"{format_value(s.rank)}/{s.n}{gap}")
         tied = f" (+{len(a.winners) - 1} tied)" if len(a.winners) > 1 else ""
-        rows.append([a.axis, f"{metric_label(a.column)} ({'higher' if a.higher_is_better else 'lower'} is better)",
+        rows.append([a.axis, f"{data.label(a.column)} ({'higher' if a.higher_is_better else 'lower'} is better)",
                      a.champion + tied, format_value(a.best_value), *cells])
     out += [_table(["axis", "ground truth", "winner", "best", *[f"rank on {b}" for b in axes]], rows,
                    "lllr" + "r" * len(axes)), ""]
@@ -136,7 +135,7 @@ def _trends(data: ReportData) -> list[str]:
                 "|τ| < 0.3 (not counted).", ""]
     rows = []
     for _, r in h.iterrows():
-        rows.append([r["axis"], f"{metric_label(r['quantity'])} ({r['kind']})", metric_label(r["versus"]),
+        rows.append([r["axis"], f"{data.label(r['quantity'])} ({r['kind']})", data.label(r["versus"]),
                      _tau(r["tau_arch"], r["tau_arch_low"], r["tau_arch_high"]),
                      _tau(r["tau_group"], r["tau_group_low"], r["tau_group_high"]),
                      *[_paper_mark(r, p) for p in papers]])
@@ -151,7 +150,7 @@ def _rest(data: ReportData, figure_files: Mapping[str, str] | None, top: int) ->
     if len(ranks) and data.verdict is not None:
         out += [f"## Best {len(ranks)} rank sums (rank 1 = best, ties: {data.verdict.rank_method})", ""]
         cols = list(ranks.columns)
-        out += [_table([metric_label(c) for c in cols], [[format_value(r[c]) for c in cols] for _, r in ranks.iterrows()],
+        out += [_table([data.label(c) for c in cols], [[format_value(r[c]) for c in cols] for _, r in ranks.iterrows()],
                        "l" + "r" * (len(cols) - 1)), ""]
     if data.notes:
         out += ["## Notes", "", *[f"- {_md(n)}" for n in data.notes], ""]

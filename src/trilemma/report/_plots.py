@@ -54,52 +54,53 @@ def _p_colours(ps: Sequence[float]) -> dict[float, tuple[float, ...]]:
 
 
 def plot_topology_map(data: TopologyMapData) -> Figure:
-    """Two panels: group means over the (d̄, P) plane, and the quantity against d̄ per P.
+    """Two panels: group means over the plane of the two topology-group keys, and the
+    quantity against the second key per value of the first (the DAG space: d̄ and P).
 
-    Left: every architecture as a small jittered dot at its (d̄, P), coloured by its value,
+    Left: every architecture as a small jittered dot at its (col, row), coloured by its value,
     under one large disc per topology group coloured by the group mean (area ∝ group size).
-    Right: the value against d̄, architectures as faint dots, group means ± one standard
-    deviation joined per P (the papers' Figures 3–5).
+    Right: the value against the column key, architectures as faint dots, group means ± one
+    standard deviation joined per row value (the papers' Figures 3–5).
     """
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(10.5, 4.2), layout="constrained")
         left, right = fig.subplots(1, 2)
         pts, grp = data.points, data.groups
+        rl, cl = data.row_label or "rows", data.col_label or "columns"
         norm = Normalize(vmin=float(pts["value"].min()), vmax=float(pts["value"].max()))
         cmap = _cmap(data.higher_is_better)
         rng = np.random.default_rng(0)
-        dx = 0.06 * max(1e-9, float(np.ptp(pts["mean_depth"])) or 1.0)
-        log_p = bool(pts["P"].max() > 20)
+        dx = 0.06 * max(1e-9, float(np.ptp(pts["col"])) or 1.0)
+        log_rows = bool(pts["row"].max() > 20 and pts["row"].min() > 0)
         jitter_x = rng.uniform(-dx, dx, len(pts))
         jitter_y = rng.uniform(-0.18, 0.18, len(pts))
-        y = pts["P"] * np.exp(0.3 * jitter_y) if log_p else pts["P"] + jitter_y
-        left.scatter(pts["mean_depth"] + jitter_x, y, c=pts["value"], cmap=cmap, norm=norm, s=6, alpha=0.6,
+        y = pts["row"] * np.exp(0.3 * jitter_y) if log_rows else pts["row"] + jitter_y
+        left.scatter(pts["col"] + jitter_x, y, c=pts["value"], cmap=cmap, norm=norm, s=6, alpha=0.6,
                      linewidths=0, rasterized=True)
         sizes = 40 + 360 * np.sqrt(grp["count"] / grp["count"].max())
-        sc = left.scatter(grp["mean_depth"], grp["P"], c=grp["mean"], cmap=cmap, norm=norm, s=sizes,
+        sc = left.scatter(grp["col"], grp["row"], c=grp["mean"], cmap=cmap, norm=norm, s=sizes,
                           edgecolors="black", linewidths=0.6, alpha=0.9, zorder=3)
-        if log_p:
+        if log_rows:
             left.set_yscale("log")
         else:
             left.yaxis.set_major_locator(MaxNLocator(integer=True))
-        left.set_xlabel("effective depth d̄")
-        left.set_ylabel("number of paths P")
-        left.set_title(f"{len(grp)} (P, d̄) groups, {len(pts)} architectures (disc area ∝ group size)")
+        left.set_xlabel(cl)
+        left.set_ylabel(rl)
+        left.set_title(f"{len(grp)} ({rl}, {cl}) groups, {len(pts)} architectures (disc area ∝ group size)")
         bar = fig.colorbar(sc, ax=left, shrink=0.9)
         bar.set_label(f"{data.label}" + (f" ({data.direction_text})" if data.direction_text else ""))
-        colours = _p_colours(grp["P"].tolist())
-        for p, colour in colours.items():
-            sel = pts[pts["P"] == p]
-            right.scatter(sel["mean_depth"], sel["value"], color=colour, s=5, alpha=0.25, linewidths=0,
-                          rasterized=True)
-            g = grp[grp["P"] == p].sort_values("mean_depth")
-            right.errorbar(g["mean_depth"], g["mean"], yerr=g["std"], color=colour, marker="o", ms=4,
-                           capsize=2, lw=1, label=f"P = {p:g}")
+        colours = _p_colours(grp["row"].tolist())
+        for r, colour in colours.items():
+            sel = pts[pts["row"] == r]
+            right.scatter(sel["col"], sel["value"], color=colour, s=5, alpha=0.25, linewidths=0, rasterized=True)
+            g = grp[grp["row"] == r].sort_values("col")
+            right.errorbar(g["col"], g["mean"], yerr=g["std"], color=colour, marker="o", ms=4,
+                           capsize=2, lw=1, label=f"{rl} = {r:g}")
         if _wide_positive(pts["value"].to_numpy()):
             right.set_yscale("log")
-        right.set_xlabel("effective depth d̄")
+        right.set_xlabel(cl)
         right.set_ylabel(data.label)
-        right.set_title("group mean ± std per number of paths")
+        right.set_title(f"group mean ± std per {rl}")
         if len(colours) <= 12:
             right.legend(fontsize=7, ncols=2 if len(colours) > 6 else 1, loc="best")
         title = data.label if data.label == data.column else f"{data.label} [{data.column}]"
@@ -119,7 +120,7 @@ def plot_indicator_scatter(items: Sequence[IndicatorScatterData], title: str = "
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for ax, item in zip(axes, items):
             pts = item.points
-            style = {"c": pts["P"], "cmap": "viridis"} if pts["P"].notna().all() else {"color": "tab:blue"}
+            style = {"c": pts["colour"], "cmap": "viridis"} if pts["colour"].notna().all() else {"color": "tab:blue"}
             ax.scatter(pts["x"], pts["y"], s=7, alpha=0.6, linewidths=0, label=item.legend, rasterized=True,
                        **style)
             if _wide_positive(pts["x"].to_numpy()):

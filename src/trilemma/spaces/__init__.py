@@ -17,9 +17,28 @@ from trilemma.spaces._dag import (
     num_cells,
     sample_cells,
 )
-from trilemma.spaces._topology import Topology, enumerate_paths, path_depth_counts, topology
+from trilemma.spaces._protocol import (
+    CAPABILITIES,
+    ArchSpace,
+    ModelRecipe,
+    get_space,
+    list_spaces,
+    register_space,
+    solve_width_by_bisection,
+    unknown_arch_error,
+)
+from trilemma.spaces._topology import DAG_TOPOLOGY_COLUMNS, Topology, enumerate_paths, path_depth_counts, topology
 
 __all__ = [
+    "CAPABILITIES",
+    "DAG_TOPOLOGY_COLUMNS",
+    "ArchSpace",
+    "ModelRecipe",
+    "get_space",
+    "list_spaces",
+    "register_space",
+    "solve_width_by_bisection",
+    "unknown_arch_error",
     "CellSpec",
     "Topology",
     "WidthSolution",

@@ -13,10 +13,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from trilemma._schema import Column
+
 if TYPE_CHECKING:
     from trilemma.spaces._dag import CellSpec
 
-__all__ = ["Topology", "topology", "path_depth_counts", "enumerate_paths"]
+__all__ = ["DAG_TOPOLOGY_COLUMNS", "Topology", "topology", "path_depth_counts", "enumerate_paths"]
 
 MAX_ENUMERATED_PATHS = 100_000
 #: Largest P whose sorted path depths are written out one by one in :attr:`Topology.depths_text`.
@@ -167,3 +169,34 @@ def topology(spec: CellSpec) -> Topology:
         depths=depths,
         num_linear=spec.num_linear,
     )
+
+
+_E, _C, _G = "expressivity", "convergence", "generalization"
+
+#: The DAG space's descriptive columns (Chen et al., NeurIPS 2022; Chen, Huang & Wang, AutoML-Conf
+#: 2023). Directions are the papers' predictions: deep & narrow (large d̄, few paths P) is more
+#: expressive, wide & shallow converges faster and generalizes better.
+DAG_TOPOLOGY_COLUMNS: tuple[Column, ...] = (
+    Column("index", "info", "int", description="index of the cell: its digits read as a base-3 number",
+           source="space"),
+    Column("P", "topology", "int", label="P", directions={_E: False, _C: True, _G: True}, role="group",
+           description="number of input-output paths (topological width)", source="space"),
+    Column("mean_depth", "topology", label="d̄", directions={_E: True, _C: False, _G: False}, role="group",
+           description="effective depth: mean number of linear layers per path", source="space"),
+    Column("eff_width", "topology", label="m̄", directions={_E: False, _C: True, _G: True},
+           description="effective width #{p: d_p > 0} / d̄ (NeurIPS 2022)", source="space"),
+    Column("sum_depth", "topology", "int", label="Σd_p", directions={_E: True},
+           description="total depth over paths Σ_p d_p", source="space"),
+    Column("num_param_paths", "topology", "int", label="#{p: d_p > 0}",
+           description="paths with at least one linear edge", source="space"),
+    Column("num_linear", "topology", "int", label="linear edges", description="linear edges in the cell",
+           source="space"),
+    Column("max_depth", "topology", "int", label="max d_p", description="depth of the deepest path", source="space"),
+    Column("depths", "topology", "str", description="sorted path depths (a depth×count histogram for large P)",
+           source="space"),
+    Column("has_path", "topology", "bool", description="some path joins input and output", source="space"),
+    Column("has_param_path", "topology", "bool", description="some path has a linear edge", source="space"),
+    Column("trainable", "topology", "bool", description="the papers' trainable cells (a path with a linear edge)",
+           source="space"),
+    Column("group", "topology", "str", description="the papers' (P, d̄) group, e.g. P4_d1.25", source="space"),
+)

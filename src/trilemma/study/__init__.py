@@ -12,12 +12,14 @@ Example:
     >>> from trilemma.study import run_study, load_results      # doctest: +SKIP
     >>> summary = run_study("examples/nfl_digits.toml")          # doctest: +SKIP
     >>> df = load_results("examples/nfl_digits.toml")            # doctest: +SKIP
-    >>> df[["arch", "P", "mean_depth", "ntk_bound", "convergence_epoch"]].head()  # doctest: +SKIP
+    >>> df.attrs["schema"].names(kind="trained")                   # doctest: +SKIP
 
-The results table's columns are documented in :mod:`trilemma.study._results`.
+The results table's columns are declared by the space and the task kinds (a
+:class:`~trilemma._schema.ResultSchema` stored with the study; ``load_results(...).attrs["schema"]``).
 """
 
 from trilemma.study._config import (
+    AnalysisConfig,
     DataConfig,
     ExecutorConfig,
     MeasuresConfig,
@@ -30,7 +32,17 @@ from trilemma.study._config import (
     load_config,
     parse_config,
 )
-from trilemma.study._executors import Executor, LocalExecutor, RayExecutor, SerialExecutor, make_executor
+from trilemma.study._context import TaskContext
+from trilemma.study._executors import (
+    Executor,
+    LocalExecutor,
+    RayExecutor,
+    SerialExecutor,
+    list_executors,
+    make_executor,
+    register_executor,
+    unregister_executor,
+)
 from trilemma.study._results import (
     EXPORT_FORMATS,
     StudyStatus,
@@ -38,26 +50,27 @@ from trilemma.study._results import (
     load_curves,
     load_metadata,
     load_results,
+    load_schema,
     resolve_store,
     study_status,
     to_nb_suite_zero,
 )
-from trilemma.study._runner import Progress, StudyPlan, StudySummary, plan_study, run_study
-from trilemma.study._spaces import CallableSpace, DagSpace, StudySpace, list_spaces, register_space
+from trilemma.study._runner import Progress, StudyPlan, StudySummary, plan_study, result_schema, run_study
+from trilemma.study._spaces import CallableSpace, make_space
 from trilemma.study._store import SCHEMA_VERSION, Store, StoredRow
-from trilemma.study._tasks import (
+from trilemma.study._task_api import (
     STATUSES,
     Job,
     Outcome,
-    TaskContext,
     TaskKey,
     TaskKind,
     TaskOutput,
-    execute_job,
     get_task,
     list_tasks,
     register_task,
+    unregister_task,
 )
+from trilemma.study._worker import execute_job
 
 __all__ = [
     # config
@@ -69,12 +82,14 @@ __all__ = [
     "TheoryConfig",
     "MeasuresConfig",
     "TrainingConfig",
+    "AnalysisConfig",
     "ExecutorConfig",
     "load_config",
     "parse_config",
     # running
     "run_study",
     "plan_study",
+    "result_schema",
     "StudyPlan",
     "StudySummary",
     "Progress",
@@ -82,6 +97,7 @@ __all__ = [
     "load_results",
     "load_curves",
     "load_metadata",
+    "load_schema",
     "study_status",
     "StudyStatus",
     "export_study",
@@ -93,7 +109,7 @@ __all__ = [
     "StoredRow",
     "SCHEMA_VERSION",
     "STATUSES",
-    # plug-ins
+    # task kinds
     "TaskKind",
     "TaskKey",
     "TaskOutput",
@@ -101,18 +117,20 @@ __all__ = [
     "Job",
     "Outcome",
     "register_task",
+    "unregister_task",
     "get_task",
     "list_tasks",
     "execute_job",
-    "StudySpace",
-    "DagSpace",
+    # spaces
     "CallableSpace",
-    "register_space",
-    "list_spaces",
+    "make_space",
     # executors
     "Executor",
     "SerialExecutor",
     "LocalExecutor",
     "RayExecutor",
     "make_executor",
+    "register_executor",
+    "unregister_executor",
+    "list_executors",
 ]

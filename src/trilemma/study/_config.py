@@ -74,6 +74,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trilemma.errors import ConfigError
+from trilemma.spaces import ModelRecipe
 
 __all__ = [
     "StudyConfig",
@@ -209,6 +210,10 @@ class ModelConfig(_Section):
                 f"param_budget={self.param_budget})"
             )
         return self
+
+    def recipe(self) -> ModelRecipe:
+        """How networks are built (:class:`~trilemma.spaces.ModelRecipe`): init, bias, BatchNorm."""
+        return ModelRecipe(init=self.init, bias=self.bias, batchnorm=self.batchnorm)
 
     @property
     def fixed_width(self) -> int | None:
@@ -389,8 +394,9 @@ class ExecutorConfig(_Section):
     """Where the tasks run.
 
     Attributes:
-        kind: ``"serial"`` (in the driver), ``"local"`` (worker processes, default) or
-            ``"ray"`` (a Ray cluster; needs ``trilemma[ray]``).
+        kind: A registered executor: ``"serial"`` (in the driver), ``"local"`` (worker
+            processes, default), ``"ray"`` (a Ray cluster; needs ``trilemma[ray]``), or one a
+            plug-in registered (:func:`trilemma.study.register_executor`).
         n_workers: Worker processes / concurrent Ray tasks (default: CPU count).
         threads_per_worker: torch threads in each worker (default: CPUs / workers).
         start_method: Process start method of the local executor.
@@ -399,7 +405,7 @@ class ExecutorConfig(_Section):
         max_in_flight: Jobs submitted ahead of completion per worker.
     """
 
-    kind: Literal["serial", "local", "ray"] = "local"
+    kind: str = "local"
     n_workers: int | None = Field(None, gt=0, le=4096)
     threads_per_worker: int | None = Field(None, gt=0, le=1024)
     start_method: Literal["spawn", "forkserver"] = "spawn"

@@ -28,11 +28,24 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from trilemma._registry import Registry
 from trilemma.errors import ConfigError
 from trilemma.study._config import ExecutorConfig
-from trilemma.study._tasks import Job, Outcome, execute_job, now_iso
+from trilemma.study._task_api import Job, Outcome, now_iso
+from trilemma.study._worker import execute_job
 
-__all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "make_executor", "default_threads", "cpu_count"]
+__all__ = [
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "SerialExecutor",
+    "cpu_count",
+    "default_threads",
+    "list_executors",
+    "make_executor",
+    "register_executor",
+    "unregister_executor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +99,14 @@ def _lost(job: Job, why: str) -> list[Outcome]:
 class Executor:
     """Base class: runs jobs and yields their outcomes as they finish.
 
+    A new backend subclasses it, implements :meth:`run` (and :meth:`shutdown` if it holds
+    resources) and is registered with :func:`register_executor`. Contract: every job passed
+    to :meth:`run` is yielded exactly once with one outcome per task; ``on_submit`` is called
+    before a job leaves the driver; a task's own exception is a ``failed`` outcome, never an
+    exception out of :meth:`run`.
+
     Attributes:
-        kind: ``"serial"``, ``"local"`` or ``"ray"``.
+        kind: The registered name (``"serial"``, ``"local"``, ``"ray"`` …).
         n_workers: Concurrent jobs.
         threads: torch threads per worker.
     """
@@ -325,14 +344,46 @@ class RayExecutor(Executor):
             raise
 
 
+_EXECUTORS: Registry[type[Executor]] = Registry("executor")
+
+
+def register_executor(name: str, cls: type[Executor]) -> type[Executor]:
+    """Register an executor class under ``name`` (``executor.kind`` in a study, ``--executor``).
+
+    The class is built as ``cls(config)`` with the study's :class:`ExecutorConfig`; check a
+    new one with :func:`trilemma.testing.check_executor`.
+
+    Raises:
+        InvalidTypeError: ``cls`` is not an :class:`Executor` subclass.
+        DuplicateNameError: ``name`` is taken.
+    """
+    from trilemma.errors import InvalidTypeError
+
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        raise InvalidTypeError(f"register_executor expects an Executor subclass, got {cls!r}")
+    return _EXECUTORS.register(name, cls)
+
+
+def unregister_executor(name: str) -> None:
+    """Remove an executor (tests and plug-ins that re-register)."""
+    _EXECUTORS.unregister(name)
+
+
+def list_executors() -> list[str]:
+    """Names of the registered executors."""
+    return _EXECUTORS.names()
+
+
 def make_executor(config: ExecutorConfig) -> Executor:
     """The executor a config asks for.
 
     Raises:
-        ConfigError: ``ray`` requested but Ray is not installed.
+        UnknownNameError: ``config.kind`` is not a registered executor.
+        ConfigError: ``ray`` requested but Ray is not installed, or its cluster unreachable.
     """
-    if config.kind == "serial":
-        return SerialExecutor(config)
-    if config.kind == "local":
-        return LocalExecutor(config)
-    return RayExecutor(config)
+    return _EXECUTORS.get(config.kind)(config)
+
+
+register_executor("serial", SerialExecutor)
+register_executor("local", LocalExecutor)
+register_executor("ray", RayExecutor)

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trilemma.errors import TrilemmaError
+from trilemma.spaces import ArchSpace
 
 if TYPE_CHECKING:
-    from trilemma.study._tasks import TaskContext
+    from trilemma.study._context import TaskContext
 
 __all__ = ["MemoryEstimate", "machine_memory", "model_footprint", "check_datasets", "check_memory", "format_bytes"]
 
@@ -93,14 +94,9 @@ def model_footprint(ctx: TaskContext, arch: str, dataset: str) -> ModelFootprint
     """
     import torch
 
-    m = ctx.config.model
-    in_features, num_classes = ctx.shape(dataset)
-    sample_shape = tuple(ctx.dataset(dataset).x_train.shape[1:])
+    sample_shape = ctx.input_shape(dataset)
     try:
-        model = ctx.space.build_model(
-            arch, in_features=in_features, num_classes=num_classes, width=ctx.width(arch, dataset),
-            init=m.init, bias=m.bias, batchnorm=m.batchnorm, seed=None, device="meta",
-        )
+        model = ctx.build_model(arch, dataset, None, device="meta")
         sizes: list[int] = []
         hooks = [mod.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
                  for mod in model.modules() if not list(mod.children())]
@@ -166,18 +162,13 @@ def estimate_memory(ctx: TaskContext, archs: Sequence[str], n_workers: int) -> M
     # the largest architecture: by the closed-form parameter count when the space has one
     candidates = list(archs)
     m = cfg.model
-    in_features, num_classes = ctx.shape(dataset)
-    sized: list[tuple[int, str]] = []
-    for a in candidates:
-        n = ctx.space.count_params(a, width=ctx.width(a, dataset), in_features=in_features,
-                                   num_classes=num_classes, bias=m.bias, batchnorm=m.batchnorm)
-        if n is None:
-            sized = []
-            break
-        sized.append((n, a))
-    if sized:
+    if type(ctx.space).count_params is not ArchSpace.count_params:  # a closed-form count: find the largest
+        in_features, num_classes = ctx.shape(dataset)
+        sized = [(ctx.space.count_params(a, recipe=ctx.recipe, width=ctx.width(a, dataset), in_features=in_features,
+                                         num_classes=num_classes, input_shape=ctx.input_shape(dataset)), a)
+                 for a in candidates]
         probe = [max(sized)[1]]
-    else:
+    else:  # counting means building (on the meta device): an even sample of the space
         step = max(1, math.ceil(len(candidates) / _MAX_PROBED))
         probe = candidates[::step]
     best: tuple[int, str, ModelFootprint] | None = None

@@ -1,34 +1,11 @@
 """Reading a study back: the results table, training curves, status and exports.
 
-``load_results(study)`` returns one row per ``(arch, dataset, seed)`` (dataset-free tasks,
-such as ``theory``, are broadcast to every dataset and seed; a theory-only study has one row
-per architecture with ``dataset`` and ``seed`` empty). Columns, in order:
-
-* ``arch``, ``dataset``, ``seed``;
-* space columns — for the ``dag`` space: ``index``, ``P``, ``mean_depth`` (d̄),
-  ``eff_width`` (m̄), ``sum_depth`` (Σ_p d_p), ``num_param_paths``, ``num_linear``,
-  ``max_depth``, ``depths`` (sorted path depths, space-separated), ``has_path``,
-  ``has_param_path``, ``trainable``, ``group`` (the papers' (P, d̄) group as ``"P4_d0.25"``);
-* ``width``, ``params`` (how the model was built, from the task payloads' ``info``);
-* theory columns (``theory`` task, :func:`trilemma.theory.theory_row`): ``jacobian_path_sum``
-  (Thm 4.1), ``nngp_bound`` (Thm 4.4), ``ntk_bound`` (Thm 4.6), ``gen_indicator``
-  (Σ_p d_p / sqrt(ntk_bound));
-* measure columns (``measures`` task): ``<measure>`` (mean value over the repeats),
-  ``<measure>_time`` (mean seconds), ``<measure>_std`` (when repeats > 1) and scalar extras
-  as ``<measure>_<extra>``;
-* trained metrics (``train`` task, SPEC §3): ``convergence_epoch``, ``expressivity``
-  (converged training loss), ``generalization_gap`` (test − train loss at convergence),
-  ``epochs_to_<t>`` (first epoch with training accuracy ≥ t %, default ``epochs_to_50``),
-  ``final_train_loss``, ``final_test_loss``, ``final_train_acc``, ``final_test_acc``
-  (fractions in [0, 1]), ``epochs_run``;
-* columns of plug-in task kinds (their payload keys);
-* per task kind ``<task>_status`` and ``<task>_seconds``, and ``status``: ``failed`` if any
-  task of the row failed, else ``pending``/``running`` if any is not done, else
-  ``diverged`` if training diverged, else ``complete``.
-
-A payload key that two task kinds both produce is prefixed with its task name
-(``<task>_<key>``) in the second kind. Values that could not be computed are missing (NaN
-/ ``<NA>``), never silently zero.
+``load_results(study)`` returns one row per ``(arch, dataset, seed)``; its columns are those of
+the :class:`~trilemma._schema.ResultSchema` stored with the study (declared by the space and by
+every task kind at planning, where two producers of one name are an error), attached as
+``df.attrs["schema"]`` with each column's kind, label, unit and directions. Reading never runs
+code named by the store (no plug-in is imported): descriptive columns, the schema and which
+task kinds are seed-free are all stored at run time.
 """
 
 from __future__ import annotations
@@ -42,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trilemma._outputs import check_output_file
-from trilemma.errors import ConfigError, InvalidArgumentError, StoreError, TrilemmaError
+from trilemma._schema import Column, ResultSchema
+from trilemma.errors import ConfigError, InvalidArgumentError, SchemaError, StoreError, TrilemmaError
 from trilemma.study._config import StudyConfig, load_config
 from trilemma.study._plugins import is_object_ref
 from trilemma.study._spaces import make_space
 from trilemma.study._store import Store, StoredRow
-from trilemma.study._tasks import TaskKey
+from trilemma.study._task_api import RESERVED_KEYS, TaskKey
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,6 +36,7 @@ __all__ = [
     "load_results",
     "load_curves",
     "load_metadata",
+    "load_schema",
     "study_status",
     "StudyStatus",
     "export_study",
@@ -68,7 +47,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("csv", "parquet", "json")
-_RESERVED = ("info", "curves", "extras")
 
 
 def resolve_store(study: str | Path | StudyConfig) -> Path:
@@ -108,7 +86,7 @@ def open_study(study: str | Path | StudyConfig) -> tuple[Store, StudyConfig | No
 
 def _seed_free(task: str, rows: list[StoredRow]) -> bool:
     try:
-        from trilemma.study._tasks import get_task
+        from trilemma.study._task_api import get_task
 
         return not get_task(task).uses_seed
     except KeyError:
@@ -143,17 +121,51 @@ def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def load_results(study: str | Path | StudyConfig, *, include_stale: bool = False) -> pd.DataFrame:
-    """The study's results as one table (columns in the module docstring).
+def load_schema(study: str | Path | StudyConfig) -> ResultSchema | None:
+    """The result schema stored with a study (``None`` for a store written before schemas)."""
+    store, _ = open_study(study)
+    with store:
+        return _stored_schema(store)
 
-    Reading runs no code named by the store: descriptive columns come from the store.
+
+def _stored_schema(store: Store) -> ResultSchema | None:
+    text = store.meta().get("result_schema")
+    if not text:
+        return None
+    try:
+        return ResultSchema.from_json(text)
+    except SchemaError as err:
+        logger.warning("the result schema stored in %s is unreadable (%s); columns carry no metadata", store.path, err)
+        return None
+
+
+def _task_kinds(store: Store) -> dict[str, dict[str, bool]]:
+    text = store.meta().get("task_kinds")
+    try:
+        return dict(json.loads(text)) if text else {}
+    except ValueError:
+        return {}
+
+
+def load_results(study: str | Path | StudyConfig, *, include_stale: bool = False) -> pd.DataFrame:
+    """The study's results as one table, its columns described by ``df.attrs["schema"]``.
+
+    One row per ``(arch, dataset, seed)``; dataset-free tasks (``theory``, ``lookup``) are
+    broadcast to every dataset and seed; a study without data-bound tasks has one row per
+    architecture (and seed). Columns: ``arch``, ``dataset``, ``seed``, then the columns of
+    the study's :class:`~trilemma._schema.ResultSchema` in its order (the space's descriptive
+    columns, ``width`` and ``params``, each task kind's results, ``<kind>_status`` and
+    ``<kind>_seconds``), then payload values a kind did not declare, then ``status``
+    (``failed`` if any task of the row failed, else ``pending``/``running`` if any is not
+    done, else ``diverged`` if training diverged, else ``complete``). Values that could not be
+    computed are missing, never silently zero.
+
+    Reading runs no code named by the store: descriptive columns and the schema come from
+    the store.
 
     Args:
         study: A config, a TOML path, a store path, or a study name in ``runs/``.
         include_stale: Also rows of an older config (not in the latest run's plan).
-
-    Returns:
-        One row per ``(arch, dataset, seed)``; see :mod:`trilemma.study._results`.
 
     Raises:
         StoreError: No store, or a store of another schema version.
@@ -165,6 +177,8 @@ def load_results(study: str | Path | StudyConfig, *, include_stale: bool = False
         rows = store.rows(include_stale=include_stale)
         order = store.arch_columns()
         space_cols = _space_columns(store, config, list(dict.fromkeys(r.arch for r in rows)))
+        schema = _stored_schema(store) or ResultSchema()
+        kinds = _task_kinds(store)
     by_task: dict[str, list[StoredRow]] = {}
     for r in rows:
         by_task.setdefault(r.task, []).append(r)
@@ -174,18 +188,17 @@ def load_results(study: str | Path | StudyConfig, *, include_stale: bool = False
     index = bound or sorted({(r.arch, r.dataset, r.seed) for r in rows})
     arch_order: dict[str, float] = {a: i for i, a in enumerate(order or {})}
     index.sort(key=lambda t: (t[1], t[2], arch_order.get(t[0], math.inf), t[0]))
-    seed_free = {t: _seed_free(t, rs) for t, rs in by_task.items()}
-    task_order = [t for t in ("theory", "measures", "train") if t in by_task] + sorted(
-        t for t in by_task if t not in ("theory", "measures", "train")
-    )
+    seed_free = {t: (not kinds[t]["uses_seed"]) if t in kinds else _seed_free(t, rs) for t, rs in by_task.items()}
+    task_order = sorted(by_task, key=lambda t: ({"theory": 0, "measures": 1, "train": 2}.get(t, 3), t))
 
     keep_seed = bool(bound) or not all(seed_free.values())
     records = []
+    undeclared: dict[str, Column] = {}
+    clashes: dict[str, set[str]] = {}
     for arch, dataset, seed in index:
         rec: dict[str, Any] = {"arch": arch, "dataset": dataset or None, "seed": seed if keep_seed else None}
         rec.update(space_cols.get(arch, {}))
-        info: dict[str, Any] = {}
-        values: dict[str, Any] = {}
+        produced: dict[str, str] = {}
         statuses: dict[str, str] = {}
         for task in task_order:
             candidates = [TaskKey(arch, task, dataset, seed), TaskKey(arch, task, "", seed)]
@@ -195,26 +208,50 @@ def load_results(study: str | Path | StudyConfig, *, include_stale: bool = False
             if row is None:
                 continue
             statuses[task] = row.status
-            values[f"{task}_status"] = row.status
-            values[f"{task}_seconds"] = row.seconds
+            rec[f"{task}_status"] = row.status
+            rec[f"{task}_seconds"] = row.seconds
             payload = row.result()
             for k, v in (payload.get("info") or {}).items():
-                info.setdefault(k, v)
-            taken = [k for k in payload if k in values or k in rec]
+                if k in ("width", "params") and _scalar(v):
+                    rec.setdefault(k, v)
             for k, v in payload.items():
-                if k in _RESERVED or not _scalar(v):
+                if k in RESERVED_KEYS or not _scalar(v):
                     continue
-                # a key another task already produced is prefixed, with its `<key>_*` siblings
-                clash = any(k == c or k.startswith(c + "_") for c in taken)
-                values[f"{task}_{k}" if clash else k] = v
-        rec.update({k: v for k, v in info.items() if _scalar(v) and k not in rec})
-        rec.update(values)
+                owner = produced.get(k)
+                if owner is not None and owner != task:  # never renamed: the first producer keeps it
+                    clashes.setdefault(k, set()).update({owner, task})
+                    continue
+                produced[k] = task
+                rec[k] = v
+                if k not in schema and k not in undeclared:
+                    undeclared[k] = Column(k, "init" if task == "measures" else "info", _dtype(v),
+                                           source=task, description="a payload value its task kind did not declare")
         rec["status"] = _combined(statuses)
         records.append(rec)
-    df = pd.DataFrame.from_records(records)
-    if df.empty:
-        return pd.DataFrame(columns=["arch", "dataset", "seed", "status"])
+    for k, owners in clashes.items():
+        logger.warning("column %r is produced by several task kinds (%s); the table keeps %s's value",
+                       k, ", ".join(sorted(owners)), next(iter(sorted(owners))))
+    full = schema.merged(undeclared.values())
+    if not records:
+        df = pd.DataFrame(columns=["arch", "dataset", "seed", "status"])
+        df.attrs["schema"] = full
+        return df
+    present: dict[str, None] = dict.fromkeys(k for rec in records for k in rec)
+    columns = ["arch", "dataset", "seed", *[c.name for c in full if c.name in present],
+               *[k for k in present if k not in full and k not in ("arch", "dataset", "seed", "status")], "status"]
+    df = pd.DataFrame.from_records(records, columns=columns)
+    df.attrs["schema"] = full
     return df
+
+
+def _dtype(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float) or value is None:
+        return "float"
+    return "str"
 
 
 def _combined(statuses: Mapping[str, str]) -> str:
@@ -422,7 +459,7 @@ def to_nb_suite_zero(study: str | Path | StudyConfig) -> dict[str, dict[str, dic
                     seeds.add(r.seed)
                 indicator = r.task != "train"
                 for k, v in payload.items():
-                    if k in _RESERVED or k.endswith("_time") or isinstance(v, (str, bool)) or not _scalar(v):
+                    if k in RESERVED_KEYS or k.endswith("_time") or isinstance(v, (str, bool)) or not _scalar(v):
                         continue
                     if indicator and not k.endswith("_std") and not k.endswith("_error"):
                         scores.setdefault(k, []).append(v)
@@ -494,5 +531,7 @@ def export_study(
 
         if importlib.util.find_spec("pyarrow") is None:
             raise ConfigError("parquet export needs pyarrow: pip install 'trilemma[parquet]'")
-        df.to_parquet(path, index=False)
+        schema = df.attrs.get("schema")
+        df.attrs = {"trilemma_result_schema": schema.to_json()} if isinstance(schema, ResultSchema) else {}
+        df.to_parquet(path, index=False)  # the schema travels in the file's metadata
     return path

@@ -10,6 +10,7 @@ recorded as failed with its traceback and the study goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -22,26 +23,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from trilemma import __version__
-from trilemma.errors import ConfigError
+from trilemma._schema import Column, ResultSchema
+from trilemma.errors import ConfigError, SchemaError
+from trilemma.spaces import ArchSpace
 from trilemma.study._config import StudyConfig, config_error, format_validation_error, load_config
-from trilemma.study._executors import Executor, cpu_count, make_executor
+from trilemma.study._context import TaskContext
+from trilemma.study._executors import Executor, cpu_count, list_executors, make_executor
 from trilemma.study._resources import check_datasets, check_memory
-from trilemma.study._spaces import StudySpace, select_archs
+from trilemma.study._spaces import select_archs
 from trilemma.study._store import Store
-from trilemma.study._tasks import (
-    Job,
-    Outcome,
-    TaskContext,
-    TaskKey,
-    TaskKind,
-    check_task_names,
-    get_task,
-    load_plugins,
-    now_iso,
-    task_hash,
-)
+from trilemma.study._task_api import Job, Outcome, TaskKey, TaskKind, check_task_names, get_task, now_iso, task_hash
+from trilemma.study._worker import load_plugins
 
-__all__ = ["StudyPlan", "Progress", "StudySummary", "plan_study", "run_study", "make_jobs"]
+__all__ = ["StudyPlan", "Progress", "StudySummary", "plan_study", "run_study", "make_jobs", "result_schema"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +50,7 @@ class StudyPlan:
         kinds: ``{task kind name: (kind, options)}`` of the enabled kinds.
         tasks: ``(key, task_hash)`` per task, in plan order.
         context: A driver-side :class:`TaskContext` (space, dataset shapes for grouping).
+        schema: The results table's columns, declared by the space and every task kind.
     """
 
     config: StudyConfig
@@ -63,9 +58,10 @@ class StudyPlan:
     kinds: dict[str, tuple[TaskKind, Any]]
     tasks: list[tuple[TaskKey, str]]
     context: TaskContext
+    schema: ResultSchema = field(default_factory=ResultSchema)
 
     @property
-    def space(self) -> StudySpace:
+    def space(self) -> ArchSpace:
         return self.context.space
 
     def hashes(self) -> dict[TaskKey, str]:
@@ -73,7 +69,7 @@ class StudyPlan:
 
     def arch_columns(self) -> dict[str, dict[str, Any]]:
         """Each architecture's descriptive columns, in plan order (stored with the results)."""
-        return {a: self.space.columns(a) for a in self.archs}
+        return {a: self.space.describe(a) for a in self.archs}
 
 
 def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: bool = False,
@@ -110,16 +106,33 @@ def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: b
     if not sections:
         lines.append("(top level): no task to run; add a [theory], [measures] or [training] section "
                      "(or [tasks.<kind>] for a plug-in kind)")
+    if cfg.executor.kind not in list_executors():
+        lines.append(f"executor.kind: unknown executor {cfg.executor.kind!r}; registered: {', '.join(list_executors())}")
+    caps = space.capabilities if archs else frozenset()
+    if archs and cfg.model.param_budget is not None and "budget" not in caps:
+        lines.append(f"model.param_budget: space {space.name!r} has no width knob, so it cannot meet a parameter "
+                     f"budget; give model.width")
     kinds: dict[str, tuple[TaskKind, Any]] = {}
     for name in sections:
         try:
             kind = get_task(name)
         except KeyError:
             continue  # reported by check_task_names
+        missing = sorted(kind.requires - caps) if archs else []
+        if missing:
+            lines.append(f"{_section_path(name)}: the {name!r} task needs a space with {', '.join(missing)}; "
+                         f"space {space.name!r} has {', '.join(sorted(caps)) or 'no capability'}")
+            continue
         problems = kind.validate(cfg, archs)
         lines.extend(problems)
         if not problems and not lines:
             kinds[name] = (kind, kind.options(cfg))
+    schema = ResultSchema()
+    if not lines:
+        try:
+            schema = result_schema(ctx, kinds)
+        except SchemaError as err:
+            lines.append(f"(schema): {err}")
     if not lines and check_resources:
         if cfg.datasets:  # even dataset-free kinds read the input shape from the first one
             lines.extend(check_datasets(ctx))
@@ -135,7 +148,37 @@ def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: b
             h = task_hash(kind, cfg, options, dataset)
             for seed in seeds:
                 tasks.extend((TaskKey(a, name, dataset, seed), h) for a in archs)
-    return StudyPlan(cfg, archs, kinds, tasks, ctx)
+    return StudyPlan(cfg, archs, kinds, tasks, ctx, schema)
+
+
+def _section_path(kind: str) -> str:
+    return {"theory": "theory", "measures": "measures", "train": "training"}.get(kind, f"tasks.{kind}")
+
+
+#: Columns every results table has, whatever the space and task kinds.
+_INFO_COLUMNS = (
+    Column("width", "info", "int", description="the width the network was built with", source="study"),
+    Column("params", "cost", "int", label="#params", description="trainable parameters", source="study"),
+)
+
+
+def result_schema(ctx: TaskContext, kinds: Mapping[str, tuple[TaskKind, Any]]) -> ResultSchema:
+    """The study's results columns: the space's descriptive columns, ``width`` and ``params``,
+    each task kind's declared columns and its ``<kind>_status`` / ``<kind>_seconds``.
+
+    Raises:
+        SchemaError: two producers declare one column.
+    """
+    schema = ResultSchema(ctx.space.describe_columns())
+    for col in _INFO_COLUMNS:
+        if col.name not in schema:
+            schema.add(col)
+    for name, (kind, options) in sorted(kinds.items(), key=lambda kv: (kv[1][0].priority, kv[0])):
+        schema.extend(c if c.source else Column(**{**c.as_dict(), "source": name}) for c in kind.columns(ctx, options))
+    for name in kinds:
+        schema.add(Column(f"{name}_status", "info", "str", description=f"status of the {name} task", source=name))
+        schema.add(Column(f"{name}_seconds", "cost", unit="s", description=f"seconds of the {name} task", source=name))
+    return schema
 
 
 def _source(cfg: StudyConfig) -> str:
@@ -360,6 +403,9 @@ def run_study(
             st.begin_run(changes, {
                 "study": cfg.name, "config": cfg.to_json(), "config_hash": cfg.fingerprint(),
                 "trilemma_version": __version__, "last_run_started": now_iso(), "space_name": plan.space.name,
+                "result_schema": plan.schema.to_json(),
+                "task_kinds": json.dumps({n: {"uses_seed": k.uses_seed, "uses_data": k.uses_data}
+                                          for n, (k, _) in plan.kinds.items()}, sort_keys=True),
             }, arch_columns)
             summary = StudySummary(cfg.name, path, total=len(plan.tasks), skipped=len(plan.tasks) - len(todo), ran=0)
             logger.info("study %s: %d tasks, %d to run, store %s", cfg.name, len(plan.tasks), len(todo), path)

@@ -1,143 +1,55 @@
-"""Architecture spaces as a study sees them: names, topology columns, and a model builder.
+"""The architecture space a study names: a registered :class:`~trilemma.spaces.ArchSpace` or a user's.
 
-A study space turns architecture *names* (strings, the store's keys) into models. The
-built-in ``"dag"`` space is the papers' DAG-cell space (:mod:`trilemma.spaces`); more are
-added with :func:`register_space`, or named in a config as ``"module:function"`` /
-``"file.py:function"``. Such a function is called with the ``[space.options]`` as keyword
-arguments and returns ``(archs, build_model)`` or ``(archs, build_model, columns)``:
+``space.name`` in a study is either a registered space (``"dag"``, ``"nb201"``, ``"ensemble"``,
+or one a plug-in registered with :func:`trilemma.spaces.register_space`) built with
+``[space.options]`` (and ``nodes`` for the DAG space), or a user-defined space named as
+``"module:function"`` / ``"file.py:function"``. The function is called with
+``[space.options]`` and returns either
 
-* ``archs``: the architectures, strings or objects (an object's name is its ``name``
-  attribute, else ``str(obj)``; names must be unique);
-* ``build_model(arch, *, in_features, num_classes, width, init, bias, batchnorm, seed,
-  device)``: an ``nn.Module`` (keywords it does not accept are not passed);
-* ``columns(arch) -> dict`` (optional): scalar columns for filtering and for the results
-  table. Without it, objects with a ``topology.as_dict()`` (like ``CellSpec``) provide those.
+* an :class:`~trilemma.spaces.ArchSpace` (the full protocol: budgets, theory, batching
+  as it declares), or
+* ``(archs, build_model)`` or ``(archs, build_model, columns)``, wrapped in
+  :class:`CallableSpace`: ``archs`` are strings or objects (an object's name is its ``name``
+  attribute, else ``str(obj)``); ``build_model(arch, *, in_features, num_classes, width,
+  init, bias, batchnorm, seed, device)`` returns an ``nn.Module`` (keywords it does not accept
+  are not passed); ``columns(arch) -> dict`` gives scalar descriptive columns. Such a space
+  meets parameter budgets when ``build_model`` takes ``width`` (bisection on the parameter
+  count of the model built on the meta device).
+
+Every call into user code goes through :func:`~trilemma.study._plugins.call_plugin`, so its
+exceptions are reported as :class:`~trilemma.errors.PluginError` naming the plug-in.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from trilemma._registry import Registry
+from trilemma._schema import Column
 from trilemma.errors import ConfigError, InvalidSpecError, TrilemmaError
+from trilemma.spaces import ArchSpace, ModelRecipe, get_space, unknown_arch_error
 from trilemma.study._config import SpaceConfig
 from trilemma.study._plugins import call_plugin, import_object, is_object_ref
 
-__all__ = ["StudySpace", "DagSpace", "CallableSpace", "register_space", "make_space", "select_archs", "list_spaces"]
+__all__ = ["CallableSpace", "make_space", "select_archs", "BUILTIN_SPACE_PROVIDERS"]
 
 logger = logging.getLogger(__name__)
 
+#: Modules that register the built-in spaces (the layers that build their networks); imported
+#: before a registered space is looked up.
+BUILTIN_SPACE_PROVIDERS = ("trilemma.models", "trilemma.nb201")
 
-class StudySpace:
-    """Base class of study spaces.
-
-    Subclasses implement :meth:`arch_names`, :meth:`canonical`, :meth:`build_model` and
-    may override :meth:`columns`, :meth:`cell_spec`, :meth:`count_params` and
-    :meth:`solve_width`.
-    """
-
-    name: str = "?"
-
-    def arch_names(self) -> list[str]:
-        """Every architecture of the space, in its natural order."""
-        raise NotImplementedError
-
-    def canonical(self, arch: str) -> str:
-        """The canonical name of ``arch``.
-
-        Raises:
-            InvalidSpecError: ``arch`` is not an architecture of this space.
-        """
-        raise NotImplementedError
-
-    def columns(self, arch: str) -> dict[str, Any]:
-        """Scalar descriptive columns (topology) of ``arch``; empty by default."""
-        return {}
-
-    def cell_spec(self, arch: str) -> Any | None:
-        """The :class:`~trilemma.spaces.CellSpec` of ``arch`` if it is a DAG cell, else ``None``."""
-        return None
-
-    def build_model(self, arch: str, **kwargs: Any) -> Any:
-        """An ``nn.Module`` for ``arch`` (keywords: in_features, num_classes, width, init,
-        bias, batchnorm, seed, device)."""
-        raise NotImplementedError
-
-    def count_params(self, arch: str, *, width: int, in_features: int, num_classes: int, bias: bool,
-                     batchnorm: bool) -> int | None:
-        """Exact trainable parameter count, or ``None`` if the space cannot tell without a model."""
-        return None
-
-    def solve_width(self, arch: str, *, target: int, tolerance: float, in_features: int, num_classes: int,
-                    bias: bool, batchnorm: bool) -> int:
-        """Width meeting a parameter budget.
-
-        Raises:
-            ConfigError: The space does not support budgets.
-        """
-        raise ConfigError(f"space {self.name!r} does not support model.param_budget; give model.width")
+_DTYPES = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"))
 
 
-class DagSpace(StudySpace):
-    """The papers' DAG-cell space with H = ``nodes`` (:mod:`trilemma.spaces`)."""
-
-    def __init__(self, nodes: int = 3) -> None:
-        from trilemma.spaces import num_cells
-
-        self.nodes = nodes
-        self.name = "dag"
-        if num_cells(nodes) > 1_000_000:
-            raise ConfigError(
-                f"space.nodes: H={nodes} has {num_cells(nodes)} cells, too many for a study "
-                f"(limit 1,000,000); use nodes <= 4"
-            )
-
-    def arch_names(self) -> list[str]:
-        from trilemma.spaces import enumerate_cells
-
-        return [c.name for c in enumerate_cells(self.nodes)]
-
-    def canonical(self, arch: str) -> str:
-        from trilemma.spaces import CellSpec
-
-        return CellSpec.parse(arch, nodes=self.nodes).name
-
-    def cell_spec(self, arch: str) -> Any:
-        from trilemma.spaces import CellSpec
-
-        return CellSpec.parse(arch, nodes=self.nodes)
-
-    def columns(self, arch: str) -> dict[str, Any]:
-        spec = self.cell_spec(arch)
-        topo = spec.topology
-        cols: dict[str, Any] = {"index": spec.index}
-        cols.update(topo.as_dict())
-        cols["trainable"] = topo.trainable
-        g = topo.group
-        cols["group"] = None if g is None else f"P{g[0]}_d{g[1]:.4g}"
-        return cols
-
-    def build_model(self, arch: str, **kwargs: Any) -> Any:
-        from trilemma.models import build_model
-
-        return build_model(self.cell_spec(arch), **kwargs)
-
-    def count_params(self, arch: str, *, width: int, in_features: int, num_classes: int, bias: bool,
-                     batchnorm: bool) -> int:
-        from trilemma.spaces import count_params
-
-        return count_params(self.cell_spec(arch), width, in_features, num_classes, bias, batchnorm)
-
-    def solve_width(self, arch: str, *, target: int, tolerance: float, in_features: int, num_classes: int,
-                    bias: bool, batchnorm: bool) -> int:
-        from trilemma.spaces import solve_width
-
-        return solve_width(self.cell_spec(arch), target, in_features, num_classes, bias=bias,
-                           batchnorm=batchnorm, tolerance=tolerance).width
+def _dtype(value: Any) -> str:
+    for typ, name in _DTYPES:
+        if isinstance(value, typ):
+            return name
+    return "str"
 
 
 def _arch_name(obj: Any) -> str:
@@ -145,35 +57,57 @@ def _arch_name(obj: Any) -> str:
     return name if isinstance(name, str) and name else str(obj)
 
 
-def _call_accepting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with only the keyword arguments its signature accepts."""
+def _accepted(fn: Callable[..., Any]) -> set[str] | None:
+    """Keyword names ``fn`` accepts (``None``: it takes ``**kwargs``)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return fn(*args, **kwargs)
+        return None
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kwargs)
-    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
+        return None
+    return set(params)
 
 
-@dataclass
-class CallableSpace(StudySpace):
-    """A user-defined space from ``function(**options) -> (archs, build_model[, columns])``."""
+class CallableSpace(ArchSpace):
+    """A user-defined space from ``function(**options) -> (archs, build_model[, columns])``.
 
-    ref: str
-    archs: dict[str, Any] = field(default_factory=dict)
-    builder: Callable[..., Any] | None = None
-    column_fn: Callable[[Any], Mapping[str, Any]] | None = None
+    Args:
+        ref: The ``"module:function"`` reference (the space's name).
+        archs: ``{name: object}``.
+        builder: ``build_model(arch_object, **keywords)``.
+        column_fn: ``columns(arch_object) -> dict`` (optional).
+    """
 
-    def __post_init__(self) -> None:
-        self.name = self.ref
+    width_knob = "width"
+
+    def __init__(self, ref: str, archs: Mapping[str, Any], builder: Callable[..., Any],
+                 column_fn: Callable[[Any], Mapping[str, Any]] | None = None) -> None:
+        self.name = ref
+        self.ref = ref
+        self.archs = dict(archs)
+        self.builder = builder
+        self.column_fn = column_fn
+        accepted = _accepted(builder)
+        self._accepted = accepted
+        caps = {"enumerable"}
+        if accepted is None or "width" in accepted:
+            caps.add("budget")
+        self.capabilities = frozenset(caps)
 
     @classmethod
-    def from_function(cls, ref: str, fn: Callable[..., Any], options: Mapping[str, Any]) -> CallableSpace:
+    def from_function(cls, ref: str, fn: Callable[..., Any], options: Mapping[str, Any]) -> ArchSpace:
+        """Call the user's function and wrap what it returns.
+
+        Raises:
+            PluginError: the function raised.
+            ConfigError: it returned something else than a space or ``(archs, build_model[, columns])``.
+        """
         out = call_plugin(f"space function {ref!r}", fn, **options)
+        if isinstance(out, ArchSpace):
+            return out
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             raise ConfigError(
-                f"space {ref!r}: the function must return (archs, build_model) or "
+                f"space {ref!r}: the function must return an ArchSpace, (archs, build_model) or "
                 f"(archs, build_model, columns), got {type(out).__name__}"
             )
         archs_in, builder = out[0], out[1]
@@ -188,22 +122,21 @@ class CallableSpace(StudySpace):
             archs[name] = obj
         if not archs:
             raise ConfigError(f"space {ref!r}: the function returned no architectures")
-        return cls(ref=ref, archs=archs, builder=builder, column_fn=column_fn)
+        return cls(ref, archs, builder, column_fn)
 
-    def arch_names(self) -> list[str]:
+    def names(self) -> list[str]:
         return list(self.archs)
 
     def canonical(self, arch: str) -> str:
         if arch not in self.archs:
-            import difflib
-
-            close = difflib.get_close_matches(arch, list(self.archs), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise InvalidSpecError(f"{arch!r} is not an architecture of space {self.ref!r}{hint}")
+            raise unknown_arch_error(self.ref, arch, list(self.archs))
         return arch
 
-    def columns(self, arch: str) -> dict[str, Any]:
-        obj = self.archs[arch]
+    def spec(self, arch: str) -> Any:
+        return self.archs[self.canonical(arch)]
+
+    def describe(self, arch: str) -> dict[str, Any]:
+        obj = self.spec(arch)
         if self.column_fn is not None:
             return dict(call_plugin(f"columns function of space {self.ref!r}", self.column_fn, obj))
         topo = getattr(obj, "topology", None)
@@ -211,58 +144,54 @@ class CallableSpace(StudySpace):
             return dict(topo.as_dict())
         return {}
 
-    def cell_spec(self, arch: str) -> Any | None:
-        from trilemma.spaces import CellSpec
+    def describe_columns(self) -> tuple[Column, ...]:
+        """Columns inferred from the first architecture's :meth:`describe` (no directions: a
+        user space that wants its columns on an axis implements :class:`ArchSpace` itself)."""
+        first = next(iter(self.archs))
+        return tuple(Column(k, "topology", _dtype(v), source=f"space {self.ref}")
+                     for k, v in self.describe(first).items())
 
-        obj = self.archs[arch]
-        return obj if isinstance(obj, CellSpec) else None
-
-    def build_model(self, arch: str, **kwargs: Any) -> Any:
-        if self.builder is None:
-            raise ConfigError(f"space {self.ref!r} has no model builder")
-        return call_plugin(f"build_model of space {self.ref!r}", _call_accepting, self.builder, self.archs[arch],
-                           **kwargs)
-
-
-_SPACES: Registry[Callable[..., StudySpace]] = Registry("study space")
-
-
-def register_space(name: str, factory: Callable[..., StudySpace]) -> Callable[..., StudySpace]:
-    """Register a study space factory, called as ``factory(nodes=..., **space.options)``.
-
-    Raises:
-        DuplicateNameError: ``name`` is taken.
-    """
-    return _SPACES.register(name, factory)
+    def build(self, arch: str, *, recipe: ModelRecipe, in_features: int, num_classes: int, width: int,
+              seed: int | None = None, device: Any = None, input_shape: Sequence[int] | None = None,
+              dtype: Any = None) -> Any:
+        keywords = {"in_features": in_features, "num_classes": num_classes, "width": width, "init": recipe.init,
+                    "bias": recipe.bias, "batchnorm": recipe.batchnorm, "seed": seed, "device": device,
+                    **recipe.option_dict}
+        if dtype is not None:
+            keywords["dtype"] = dtype
+        if self._accepted is not None:
+            keywords = {k: v for k, v in keywords.items() if k in self._accepted}
+        model = call_plugin(f"build_model of space {self.ref!r}", self.builder, self.spec(arch), **keywords)
+        if dtype is not None and "dtype" not in keywords:
+            model = model.to(dtype=dtype)
+        return model
 
 
-def list_spaces() -> list[str]:
-    """Names of the registered study spaces."""
-    return _SPACES.names()
-
-
-register_space("dag", lambda nodes=3, **options: DagSpace(nodes, **options))
-
-
-def make_space(cfg: SpaceConfig, base_dir: str = ".") -> StudySpace:
+def make_space(cfg: SpaceConfig, base_dir: str = ".") -> ArchSpace:
     """The space a config names.
 
     Raises:
-        ConfigError: Unknown space name (the message lists the registered ones), or a
-            user-defined space that cannot be imported or returns something invalid.
+        ConfigError: Unknown space name (the message lists the registered ones), bad options,
+            or a user-defined space that returns something invalid.
+        PluginError: A user's space function raised.
     """
     if is_object_ref(cfg.name):
         fn = import_object(cfg.name, base_dir)
+        if isinstance(fn, type) and issubclass(fn, ArchSpace):
+            return call_plugin(f"space class {cfg.name!r}", fn, **cfg.options)  # type: ignore[no-any-return]
         if not callable(fn):
             raise ConfigError(f"space.name: {cfg.name!r} is not callable")
         return CallableSpace.from_function(cfg.name, fn, cfg.options)
+    for module in BUILTIN_SPACE_PROVIDERS:
+        importlib.import_module(module)
+    options = dict(cfg.options)
+    if cfg.name == "dag" or "nodes" in cfg.model_fields_set:
+        options.setdefault("nodes", cfg.nodes)
     try:
-        factory = _SPACES.get(cfg.name)
+        return get_space(cfg.name, **options)
     except TrilemmaError as err:
-        raise ConfigError(f"space.name: {err}; or give a user-defined space as 'module:function'") from None
-    try:
-        return factory(nodes=cfg.nodes, **cfg.options)
-    except TypeError as err:
+        if isinstance(err, KeyError):
+            raise ConfigError(f"space.name: {err}; or give a user-defined space as 'module:function'") from None
         raise ConfigError(f"space.options: {err}") from None
 
 
@@ -279,7 +208,7 @@ def _matches(value: Any, want: Any) -> bool:
     return value == want
 
 
-def select_archs(space: StudySpace, cfg: SpaceConfig) -> list[str]:
+def select_archs(space: ArchSpace, cfg: SpaceConfig) -> list[str]:
     """The architectures a study covers: explicit list or whole space, then filter, then sample.
 
     Returns:
@@ -302,11 +231,11 @@ def select_archs(space: StudySpace, cfg: SpaceConfig) -> list[str]:
         if dup:
             problems.append(f"space.archs: {dup} listed more than once (under different spellings)")
     else:
-        archs = space.arch_names()
+        archs = space.names()
     if problems:
         raise ConfigError("\n".join(problems))
     if cfg.filter:
-        sample_cols = space.columns(archs[0]) if archs else {}
+        sample_cols = space.describe(archs[0]) if archs else {}
         unknown = sorted(set(cfg.filter) - set(sample_cols))
         if unknown:
             allowed = ", ".join(sorted(sample_cols)) or "none (this space provides no columns)"
@@ -315,7 +244,7 @@ def select_archs(space: StudySpace, cfg: SpaceConfig) -> list[str]:
             )
         kept = []
         for a in archs:
-            cols = space.columns(a)
+            cols = space.describe(a)
             if all(_matches(cols.get(k), want) for k, want in cfg.filter.items()):
                 kept.append(a)
         archs = kept

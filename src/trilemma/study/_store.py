@@ -46,7 +46,7 @@ from typing import Any
 
 from trilemma import __version__
 from trilemma.errors import StoreError
-from trilemma.study._tasks import STATUSES, Outcome, TaskKey, now_iso
+from trilemma.study._task_api import STATUSES, Outcome, TaskKey, now_iso
 
 __all__ = ["Store", "StoredRow", "RunPlan", "SCHEMA_VERSION", "FINAL_STATUSES"]
 

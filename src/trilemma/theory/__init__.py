@@ -38,9 +38,10 @@ from trilemma.theory._exact import (
 )
 from trilemma.theory._maps import f, f_power, fdot, gram_to_correlation, stem_correlation
 from trilemma.theory._montecarlo import MonteCarloResult, great_circle, monte_carlo
-from trilemma.theory._table import COLUMNS, theory_row, theory_table
+from trilemma.theory._table import COLUMNS, THEORY_COLUMNS, theory_row, theory_table
 
 __all__ = [
+    "THEORY_COLUMNS",
     # maps
     "f",
     "fdot",

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trilemma._schema import Column
 from trilemma.errors import MeasureFailedError
 from trilemma.spaces import CellSpec, count_params, enumerate_cells
 from trilemma.theory._bounds import (
@@ -44,7 +45,7 @@ from trilemma.theory._bounds import (
 )
 from trilemma.theory._validate import as_spec, as_width
 
-__all__ = ["theory_row", "theory_table", "COLUMNS"]
+__all__ = ["theory_row", "theory_table", "COLUMNS", "THEORY_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,30 @@ COLUMNS = (
     "group", "params", "jacobian_path_sum", "nngp_bound", "ntk_bound", "gen_indicator",
     "ntk_bound_printed", "gen_indicator_printed",
 )
+_E, _C, _G = "expressivity", "convergence", "generalization"
+
+#: The closed-form columns of :func:`theory_row` (beyond topology and parameter count), with
+#: the directions the papers' theorems give them (Chen, Huang & Wang, AutoML-Conf 2023).
+THEORY_COLUMNS: tuple[Column, ...] = (
+    Column("jacobian_path_sum", "theory", label="Σ_p e^(−5d_p/8m)", directions={_E: False},
+           description="Theorem 4.1 path sum, proportional to the expected Jacobian norm on the circle; larger "
+                       "Jacobian -> smaller curvature -> less expressive", source="theory"),
+    Column("nngp_bound", "theory", label="NNGP bound", directions={_C: True},
+           description="Theorem 4.4 upper bound on λ_min of the NNGP kernel; larger -> faster GD convergence",
+           source="theory"),
+    Column("ntk_bound", "theory", label="NTK bound", directions={_C: True, _G: True},
+           description="Theorem 4.6 upper bound on λ_min of the NTK Gram, corrected (recursion) form",
+           source="theory"),
+    Column("gen_indicator", "theory", label="Σd_p/√λ", directions={_G: False},
+           description="Theorem 4.5 generalization indicator Σ_p d_p / sqrt(λ_min) with the corrected Theorem "
+                       "4.6 bound; lower is better", source="theory"),
+    Column("ntk_bound_printed", "theory", label="NTK bound (as printed)", directions={_C: True, _G: True},
+           description="Theorem 4.6 as printed in the paper (its last sum mis-indexed: not a valid upper bound); "
+                       "kept to reproduce the paper's figures", source="theory"),
+    Column("gen_indicator_printed", "theory", label="Σd_p/√λ (as printed)", directions={_G: False},
+           description="the generalization indicator with Theorem 4.6 as printed", source="theory"),
+)
+
 _NULLABLE = ("mean_depth", "eff_width", "gen_indicator", "gen_indicator_printed")
 
 
