@@ -291,7 +291,7 @@ class LessonSuite:
 
 
 LESSONS: Registry[Lesson] = Registry("lesson")
-_ORDER: list[str] = []  # registration order = the lecture's order (LESSON_MODULES)
+_ORDER: list[str] = []  # registration order (ties within a module, lessons registered elsewhere)
 _LOADED = False
 
 
@@ -340,9 +340,11 @@ def list_lessons(pattern: str | None = None) -> list[str]:
 
 
 def lecture_order() -> list[str]:
-    """The registered lessons in the lecture's order (the order of :data:`LESSON_MODULES`)."""
+    """The registered lessons in the lecture's order (the order of :data:`LESSON_MODULES`, then any others)."""
     _load_lessons()
-    return [n for n in _ORDER if n in set(LESSONS.names())]
+    names = [n for n in _ORDER if n in set(LESSONS.names())]
+    rank = {module: i for i, module in enumerate(LESSON_MODULES)}
+    return sorted(names, key=lambda n: rank.get(LESSONS.get(n).compute.__module__, len(rank)))
 
 
 def get_lesson(name: str) -> Lesson:

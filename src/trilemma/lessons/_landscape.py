@@ -34,7 +34,7 @@ from torch.func import functional_call
 from trilemma.data import load_dataset
 from trilemma.errors import InvalidArgumentError
 from trilemma.lessons._base import Check, LessonOutput, register_lesson
-from trilemma.lessons._fit import fit
+from trilemma.lessons._fit import evaluate, fit
 from trilemma.lessons._residual import DeepMLP
 
 __all__ = ["filter_normalized_direction", "loss_slice"]
@@ -128,6 +128,7 @@ def _solution_params(model: nn.Module) -> Params:
         "radius": 0.25,
         "grid": 25,
         "span": 1.0,
+        "max_train": 0,
         "seed": 0,
     },
     quick={"depth": 8, "directions": 4, "grid": 11, "max_epochs": 600},
@@ -135,7 +136,9 @@ def _solution_params(model: nn.Module) -> Params:
 def _compute(p: dict[str, Any]) -> LessonOutput:
     if p["depth"] < 1 or p["width"] < 1 or p["directions"] < 2 or p["grid"] < 3 or p["radius"] <= 0:
         raise InvalidArgumentError("need depth, width ≥ 1, directions ≥ 2, grid ≥ 3 and radius > 0")
-    ds = load_dataset("digits", normalize="standardize", seed=p["seed"])
+    if p["max_train"] < 0:
+        raise InvalidArgumentError(f"max_train must be ≥ 0 (0: the whole training set), got {p['max_train']!r}")
+    ds = load_dataset("digits", normalize="standardize", seed=p["seed"], max_train=p["max_train"] or None)
     x, y = ds.x_train, ds.y_train
     large = p["large_batch"] or ds.num_train
     if not 1 <= p["small_batch"] < large <= ds.num_train:
@@ -154,7 +157,7 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
         model = DeepMLP(ds.in_features, ds.num_classes, width, depth, residual=residual, seed=p["seed"])
         init = _solution_params(model)
         hist = fit(model, x, y, optimizer="sgd", lr=lr, epochs=p["max_epochs"], batch_size=batch, seed=p["seed"],
-                   x_test=ds.x_test, y_test=ds.y_test, stop_at_train_acc=1.0)
+                   stop_at_train_acc=1.0)
         if hist.diverged:
             raise InvalidArgumentError(f"training of {name!r} diverged; lower its learning rate ({lr})")
         theta = _solution_params(model)
@@ -171,7 +174,7 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
         rows.append({
             "solution": name, "pair": pair, "residual": residual, "hidden_layers": depth + 1, "width": width,
             "batch_size": batch, "lr": lr, "epochs": hist.epochs[-1], "steps": hist.epochs[-1] * -(-ds.num_train // batch),
-            "train_loss": base, "train_acc": hist.train_acc[-1], "test_acc": hist.test_acc[-1],
+            "train_loss": base, "train_acc": hist.train_acc[-1], "test_acc": evaluate(model, ds.x_test, ds.y_test)[1],
             "sharpness": float(rise.mean()), "sharpness_min": float(rise.min()), "sharpness_max": float(rise.max()),
             "init_to_solution_max_bump": _largest_bump(lines[name][(ts >= 0) & (ts <= 1)]),
         })

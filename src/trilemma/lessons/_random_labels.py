@@ -111,6 +111,7 @@ def small_cnn(image_shape: tuple[int, int, int], num_classes: int, channels: int
         "batch_size": 128,
         "lr": 0.001,
         "fit_acc": 0.99,
+        "chance_band": 0.1,
         "seed": 0,
     },
     quick={"corruptions": (0.0, 1.0), "max_train": 300, "mlp_width": 256, "cnn_channels": 8, "batch_size": 32,
@@ -130,6 +131,7 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
         raise InvalidArgumentError(f"the CNN needs square images; got {ds.in_features} features")
     chance = 1.0 / ds.num_classes
     sigma = math.sqrt(chance * (1 - chance) / ds.num_test)
+    band = p["chance_band"]
     rows, curves = [], []
     for arch in archs:
         for level in levels:
@@ -165,11 +167,11 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
             ", ".join(f"p={lv:g}: {a:.3f}" for lv, a in zip(t.index, t.train_acc)) + f" (budget {p['epochs']} epochs)",
         ))
         checks.append(Check(
-            f"{arch}: with shuffled labels the test accuracy is at chance (≤ 1/{ds.num_classes} + 3σ), with true "
-            "labels far above it",
-            bool(noise.test_acc <= chance + 3 * sigma and true.test_acc >= chance + 0.5),
-            f"test accuracy {noise.test_acc:.3f} shuffled vs chance {chance:.2f} + 3σ = {chance + 3 * sigma:.3f} "
-            f"(n_test={ds.num_test}); {true.test_acc:.3f} with true labels",
+            f"{arch}: with shuffled labels the test accuracy is at chance (within {band:g} of 1/{ds.num_classes}), "
+            "with true labels far above it",
+            bool(abs(noise.test_acc - chance) <= band and true.test_acc >= chance + 0.5),
+            f"test accuracy {noise.test_acc:.3f} shuffled vs chance {chance:.2f} ± {band:g}; {true.test_acc:.3f} "
+            "with true labels",
         ))
         checks.append(Check(
             f"{arch}: fitting shuffled labels takes at least 1.5× the epochs of the true labels",
@@ -190,8 +192,11 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
         f"MLP: 64-{p['mlp_width']}-{p['mlp_width']}-10; CNN: conv3×3({p['cnn_channels']})-conv3×3("
         f"{2 * p['cnn_channels']})-maxpool-dense(128)-10; PyTorch default initialization. Adam lr={p['lr']}, "
         f"batch {p['batch_size']}, stopped at 100% training accuracy or after {p['epochs']} epochs.",
-        f"Chance is 1/{ds.num_classes}; σ = sqrt(0.1·0.9/{ds.num_test}) = {sigma:.3f} is the standard deviation of "
-        "the accuracy of random guessing on the test set.",
+        f"Chance is 1/{ds.num_classes}. Random guessing would scatter by σ = {sigma:.3f} on {ds.num_test} test "
+        f"images, but a network fitted to shuffled labels scatters more: on a finite training set the shuffled "
+        "labels keep a chance association with the true classes (a class may by luck get its own label more "
+        f"often than 1/{ds.num_classes} of the time), which the network learns and carries to the test set; "
+        f"hence the band of ±{band:g}.",
         "The parameter count is the same with true and shuffled labels, so any bound that depends on it alone "
         "is the same for a network that generalizes and one that is at chance.",
     ]
