@@ -78,7 +78,7 @@ def test_summary_lists_every_lesson_with_its_verdict(page, suite):
         "Array.from(document.querySelectorAll('#summary-table tbody tr')).map(r => "
         "[r.dataset.name, r.className, r.cells[2].innerText, r.cells[3].innerText])")
     assert [r[0] for r in rows] == [r.name for r in suite.results]
-    for (name, cls, verdict, passed), r in zip(rows, suite.results):
+    for (_name, cls, verdict, passed), r in zip(rows, suite.results):
         assert cls == ("pass" if r.supported else "fail")
         assert verdict == ("supported" if r.supported else "NOT supported")
         assert passed == f"{sum(c.passed for c in r.checks)}/{len(r.checks)}"
