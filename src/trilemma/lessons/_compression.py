@@ -251,10 +251,11 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
         ("Vacuous (≥ 1, no better than guessing) at widths " + ", ".join(map(str, vacuous)) + ": "
          if vacuous else "Non-vacuous at every width. ")
         + f"with m = {m} samples the description of a compressed net that stays within the error budget is longer "
-        "than the data can pay for. The bound is still the tightest of the three, and it grows slowly with width "
-        "because the trained change from initialization is nearly low-rank at every width: the rank needed does "
-        "not grow, only the length of each factor does. The bound is on the compressed net g, whose test error is "
-        "in `compressed_test_error` (Arora et al.'s bound is on g too).",
+        "than the data can pay for. The trained change from initialization is nearly low-rank at every width (ranks "
+        "chosen: " + ", ".join(f"{int(w)}: {int(k)}" for w, k in zip(table.width, table["rank"]))
+        + "), so the description grows with the length of each factor rather than with the number of parameters. "
+        "The bound is on the compressed net g, whose test error is in `compressed_test_error` (Arora et al.'s "
+        "bound is on g too).",
         "`compression_bound_free`: the smallest bound over all settings without the error budget (also valid, "
         "since the union bound covers every setting); it trades training error for description length.",
         "The spectral column is the data-dependent term of Bartlett et al. without their constants and log "

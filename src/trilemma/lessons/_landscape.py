@@ -209,6 +209,12 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
         + ", ".join(f"{n}: largest bump on the way {b:.3g}" for n, b in zip(table.solution,
                                                                           table.init_to_solution_max_bump))
         + " (0 = the loss falls monotonically along the straight line).",
+        f"Both members of a pair stop at their first epoch with 100% training accuracy, not at equal losses: the "
+        f"losses there are {t.loc['no skip', 'train_loss']:.2e} (no skip) vs {t.loc['skip', 'train_loss']:.2e} "
+        f"(skip) and {t.loc['large batch', 'train_loss']:.2e} (large batch) vs "
+        f"{t.loc['small batch', 'train_loss']:.2e} (small batch). Cross-entropy flattens as its loss falls, so "
+        "a sharper minimum at a *lower* loss (as for no skip vs skip here, when it happens) is the clearer case; "
+        "a sharper minimum at a higher loss mixes the two effects.",
         "Sharpness depends on the parameterization (Dinh et al. 2017); filter normalization removes the "
         "per-unit scale freedom of ReLU networks, which is what makes the comparison meaningful.",
     ]
