@@ -42,7 +42,7 @@ from trilemma.errors import (
     UnknownNameError,
 )
 
-OBJ = {"expressivity": "expressivity", "convergence": "convergence_epoch", "generalization": "generalization_gap"}
+OBJ = {"expressivity": "expressivity", "convergence": "epochs_to_50", "generalization": "generalization_gap"}
 
 
 # ----------------------------------------------------------------------------------- τ, ρ
@@ -221,7 +221,7 @@ def test_missing_values_are_dropped_and_counted():
 
 
 def _table(rows: dict[str, tuple[float, float, float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"arch": a, "expressivity": e, "convergence_epoch": c, "generalization_gap": g}
+    return pd.DataFrame([{"arch": a, "expressivity": e, "epochs_to_50": c, "generalization_gap": g}
                          for a, (e, c, g) in rows.items()])
 
 
@@ -331,7 +331,7 @@ def test_verdict_leaves_out_incomplete_rows_and_rejects_repeated_architectures()
     with pytest.raises(InvalidArgumentError, match="aggregate_seeds"):
         verdict(pd.concat([df, df]))
     with pytest.raises(InvalidArgumentError, match="no ground-truth column for axis 'convergence'"):
-        verdict(df.drop(columns=["convergence_epoch"]))
+        verdict(df.drop(columns=["epochs_to_50"]))
 
 
 def test_aggregate_seeds_averages_and_keeps_integer_columns():
@@ -371,21 +371,35 @@ def test_metric_table_directions_and_errors():
 
 
 def test_published_values_are_the_papers():
-    # SPEC §3 (Chen, Huang & Wang, AutoML-Conf 2023).
-    got = {(p.kind, p.axis, p.quantity, p.versus, p.dataset): p.value for p in PUBLISHED_CORRELATIONS}
-    assert got == {
-        ("trained", "expressivity", "expressivity", "mean_depth", "Tiny-ImageNet"): -0.87,
-        ("trained", "convergence", "convergence", "P", "Tiny-ImageNet"): -0.69,
-        ("trained", "generalization", "generalization", "mean_depth", "Tiny-ImageNet"): 0.39,
-        ("trained", "expressivity", "expressivity", "mean_depth", "CIFAR-10"): -0.79,
-        ("trained", "convergence", "convergence", "P", "CIFAR-10"): -0.85,
-        ("trained", "generalization", "generalization", "mean_depth", "CIFAR-10"): 0.69,
-        ("init", "expressivity", "curvature", "P", None): -0.79,
-        ("init", "convergence", "nngp_lambda_min", "P", None): 0.79,
-        ("init", "generalization", "ntk_lambda_min", "P", None): 0.86,
-    }
-    assert len(published_correlations(kind="trained", dataset="CIFAR-10")) == 3
-    assert published_columns() == ["paper:Tiny-ImageNet", "paper:CIFAR-10", "paper"]
+    # Chen, Huang & Wang, AutoML-Conf 2023: Figs. 3-6 and 8, Table 1 and Fig. 7 (written out independently here).
+    got = {(p.figure, p.dataset, p.setting, p.kind, p.quantity, p.versus): p.value for p in PUBLISHED_CORRELATIONS}
+    expected = {}
+    for fig, ds, setting, depth, paths in (
+        ("Fig. 3", "Tiny-ImageNet", "", (-0.87, 0.64, 0.39), (0.11, -0.69, -0.41)),
+        ("Fig. 5", "CIFAR-10", "", (-0.79, 0.34, 0.69), (0.04, -0.85, -0.21)),
+        ("Fig. 5", "CIFAR-100", "", (-0.80, 0.33, 0.35), (0.05, -0.85, -0.26)),
+        ("Fig. 8", "Tiny-ImageNet", "best LR", (-0.57, 0.69, 0.51), (0.17, -0.50, -0.37)),
+    ):
+        for axis, vd, vp in zip(AXES, depth, paths):
+            expected[(fig, ds, setting, "trained", axis, "mean_depth")] = vd
+            expected[(fig, ds, setting, "trained", axis, "P")] = vp
+    for q, vd, vp in (("curvature", 0.47, -0.79), ("nngp_lambda_min", -0.52, 0.79), ("ntk_lambda_min", -0.12, 0.86)):
+        expected[("Fig. 4", None, "", "init", q, "mean_depth")] = vd
+        expected[("Fig. 4", None, "", "init", q, "P")] = vp
+    for axis, q, v in (("expressivity", "curvature", -0.05), ("convergence", "nngp_lambda_min", -0.77),
+                       ("generalization", "ntk_lambda_min", -0.16)):
+        expected[("Fig. 6", "Tiny-ImageNet", "", "init_trained", axis, q)] = v
+    assert got == expected
+    assert len(published_correlations(kind="trained", dataset="Fig. 5 CIFAR-10")) == 6
+    assert published_columns() == ["paper:Fig. 3 Tiny-ImageNet", "paper:Fig. 4", "paper:Fig. 5 CIFAR-10",
+                                   "paper:Fig. 5 CIFAR-100", "paper:Fig. 6 Tiny-ImageNet",
+                                   "paper:Fig. 8 Tiny-ImageNet (best LR)"]
+    from trilemma.analysis import PUBLISHED_FIG7_TAU, PUBLISHED_TABLE1
+
+    assert [(r.row, r.arch, r.expressivity, r.convergence, r.generalization, r.rank_sum) for r in PUBLISHED_TABLE1] == [
+        ("I", "2_22_221", 71, 76, 5, 152), ("II", "1_22_221", 217, 39, 1, 257), ("III", "2_02_002", 1, 538, 541, 1080),
+        ("IV", "1_22_221+2_02_002", 5, 46, 180, 231), ("V", "1_22_221@0.2+2_02_002@0.5", 39, 32, 38, 109)]
+    assert PUBLISHED_FIG7_TAU == {"wide_shallow_ratio": 0.45, "deep_narrow_ratio": -0.06}
 
 
 # --------------------------------------------------------------------------- agreement
@@ -399,13 +413,17 @@ def test_agreement_table_on_planted_trends():
     row = ag[(ag["axis"] == "expressivity") & (ag["x"] == "mean_depth") & (ag["y"] == "expressivity")
              & (ag["level"] == "architecture")].iloc[0]
     assert row["value"] < -0.9 and row["sign"] == -1 and row["agrees"]
-    assert (row["paper:Tiny-ImageNet"], row["paper:CIFAR-10"]) == (-0.87, -0.79) and np.isnan(row["paper"])
+    assert (row["paper:Fig. 3 Tiny-ImageNet"], row["paper:Fig. 5 CIFAR-10"]) == (-0.87, -0.79)
+    assert np.isnan(row["paper:Fig. 4"])
     row = ag[(ag["x"] == "P") & (ag["y"] == "curvature") & (ag["level"] == "group")].iloc[0]
-    assert row["paper"] == -0.79 and row["value"] < 0 and row["agrees"]
-    row = ag[(ag["axis"] == "convergence") & (ag["x"] == "P") & (ag["y"] == "convergence_epoch")].iloc[0]
-    assert row["paper:CIFAR-10"] == -0.85 and row["value"] < 0
+    assert row["paper:Fig. 4"] == -0.79 and row["value"] < 0 and row["agrees"]
+    row = ag[(ag["axis"] == "convergence") & (ag["x"] == "P") & (ag["y"] == "epochs_to_50")].iloc[0]
+    assert row["paper:Fig. 5 CIFAR-10"] == -0.85 and row["value"] < 0
     # Published values are attached only to the axis's ground truth and Kendall rows.
-    assert ag[(ag["y"] == "epochs_to_50")]["paper:CIFAR-10"].isna().all()
+    assert ag[(ag["y"] == "convergence_epoch")]["paper:Fig. 5 CIFAR-10"].isna().all()
+    # Fig. 6: the trained ground truth against the at-init measure of its axis.
+    row = ag[(ag["x"] == "nngp_lambda_min") & (ag["y"] == "epochs_to_50")].iloc[0]
+    assert row["paper:Fig. 6 Tiny-ImageNet"] == -0.77
     # The planted generalization gap grows with depth: the theory's direction holds.
     gen = ag[(ag["axis"] == "generalization") & (ag["x"] == "mean_depth") & (ag["y"] == "generalization_gap")]
     assert gen["agrees"].all() and (gen["value"] > 0).all()
@@ -429,7 +447,7 @@ def test_agreement_table_explains_undefined_pairs_and_takes_explicit_columns():
 
 
 def test_resolve_objectives_defaults_and_fallbacks():
-    df = synthetic_results(limit=20).drop(columns=["convergence_epoch"])
+    df = synthetic_results(limit=20)
     objs = resolve_objectives(df)
     assert [(o.axis, o.column, o.higher_is_better) for o in objs] == [
         ("expressivity", "expressivity", False), ("convergence", "epochs_to_50", False),

@@ -367,7 +367,7 @@ def test_cifar10_unlabeled_shared() -> None:
 
 
 def test_cli_lists_every_dataset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from trilemma.data._cli import add_commands
+    from trilemma.commands.data import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
@@ -379,3 +379,34 @@ def test_cli_lists_every_dataset(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert "disk: missing" in out and "bundled" in out
     args = parser.parse_args(["datasets", "nothing*"])
     assert args.func(args) == 1
+
+
+class _Evil:
+    """Unpickling this calls ``open(marker, 'w')``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_cifar_batches_are_read_with_a_restricted_unpickler(tmp_path: Path) -> None:
+    from trilemma.errors import DataFormatError
+
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    for i in range(1, 6):
+        batch, _ = _cifar_batch(2, {b"labels": np.arange(2)}, seed=i)
+        _write_pickle(folder / f"data_batch_{i}", batch)
+    test, _ = _cifar_batch(2, {b"labels": np.arange(2)}, seed=9)
+    _write_pickle(folder / "batches.meta", {b"label_names": [b"c"] * 10})
+    marker = tmp_path / "pwned"
+    test[b"batch_label"] = _Evil(marker)
+    _write_pickle(folder / "test_batch", test)
+    with pytest.raises(DataFormatError, match=r"test_batch is not an official CIFAR python batch.*refers to io.open"):
+        load_dataset("cifar10", root=tmp_path)
+    assert not marker.exists()
+    # anything that is not a pickled dict is refused too
+    _write_pickle(folder / "test_batch", [1, 2, 3])
+    with pytest.raises(DataFormatError, match="holds a list, not a dict"):
+        load_dataset("cifar10", root=tmp_path)

@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import torch
 
+from trilemma._outputs import output_kind_matches
+from trilemma.commands.lessons import _parse_sets, add_commands
 from trilemma.data import sawtooth_target
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from trilemma.lessons import (
@@ -32,7 +34,6 @@ from trilemma.lessons import (
     write_output,
 )
 from trilemma.lessons._approximation import TARGET_LIPSCHITZ, rectangle_network, target_function
-from trilemma.lessons._cli import _parse_sets, add_commands
 from trilemma.lessons._depth import shallow_width, tent_network
 from trilemma.lessons._error_decomposition import _gd_and_erm
 from trilemma.lessons._page import render_index
@@ -149,10 +150,16 @@ def _fake_result(tmp_path: Path, name: str, passed: bool) -> LessonResult:
     )
 
 
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def test_index_page_shows_pass_fail_numbers_and_commands(tmp_path):
     good, bad = _fake_result(tmp_path, "good", True), _fake_result(tmp_path, "bad", False)
     page = render_index([good, bad], seconds=125.0, quick=True, command="trilemma lesson run all --out out --quick")
     assert page.startswith("<!DOCTYPE html>") and "Content-Security-Policy" in page and "<script" not in page
+    assert output_kind_matches(_written(tmp_path / "index.html", page), "html")  # recognised as a trilemma page
     assert "1 of 2 claims supported" in page and "2 min 5 s" in page
     assert page.count("<section class='lesson") == 2
     assert "id='lesson-good'" in page and "data-supported='false'" in page

@@ -192,7 +192,7 @@ def test_measure_all_default_skips_measures_needing_labels_or_options() -> None:
 def test_cli_lists_measures(capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from trilemma.measures._cli import add_commands
+    from trilemma.commands.measures import add_commands
 
     parser = argparse.ArgumentParser(prog="trilemma")
     add_commands(parser.add_subparsers())

@@ -147,7 +147,7 @@ def test_nats_bench_with_an_installed_module(monkeypatch):
 
 # ---------------------------------------------------------------------------- CLI
 def _run(argv: list[str]) -> int:
-    from trilemma.nb201._cli import add_commands
+    from trilemma.commands.nb201 import add_commands
 
     parser = argparse.ArgumentParser(prog="trilemma")
     add_commands(parser.add_subparsers(dest="command"))

@@ -91,7 +91,7 @@ def test_pareto_and_curves_data_follow_the_verdict(results, curves):
 
 
 def test_indicator_figure_has_one_panel_per_indicator(results):
-    items = [indicator_scatter_data(results, x, "convergence_epoch", "convergence", n_boot=20)
+    items = [indicator_scatter_data(results, x, "epochs_to_50", "convergence", n_boot=20)
              for x in ("P", "mean_depth", "nngp_lambda_min")]
     fig = plot_indicator_scatter(items, "convergence")
     visible = [ax for ax in fig.axes if ax.get_visible()]
@@ -116,15 +116,21 @@ def test_headline_table_puts_each_axis_against_topology_beside_the_paper(results
     assert set(zip(gt["axis"], gt["versus"])) == {(a, v) for a in ("expressivity", "convergence", "generalization")
                                                   for v in ("mean_depth", "P")}
     row = gt[(gt["axis"] == "expressivity") & (gt["versus"] == "mean_depth")].iloc[0]
-    assert (row["paper:Tiny-ImageNet"], row["paper:CIFAR-10"]) == (-0.87, -0.79)
+    assert (row["paper:Fig. 3 Tiny-ImageNet"], row["paper:Fig. 5 CIFAR-10"]) == (-0.87, -0.79)
+    assert row["sign:Fig. 3 Tiny-ImageNet"] == "agree" and row["sign:Fig. 8 Tiny-ImageNet (best LR)"] == "agree"
     assert row["tau_arch"] < 0 and row["tau_arch_low"] <= row["tau_arch"] <= row["tau_arch_high"]
     assert row["n_group"] == results.groupby(["P", "mean_depth"]).ngroups
     init = h[h["kind"] == "init"]
-    assert set(init["quantity"]) == {"curvature", "nngp_lambda_min"}
-    # Without ground-truth names only the pairs the paper published remain (one per axis).
-    only_paper = headline_table(data.agreement, {}).query("kind == 'trained'")
-    assert list(zip(only_paper["axis"], only_paper["versus"])) == [
-        ("expressivity", "mean_depth"), ("convergence", "P"), ("generalization", "mean_depth")]
+    assert set(init["quantity"]) == {"curvature", "nngp_lambda_min"} | ({"ntk_lambda_min"} - set(_KEEP_OUT))
+    # the pairs of Figs. 3 and 4 (three axes, the at-init measures present; each vs d̄ and P)
+    n = 6 + 2 * init["quantity"].nunique()
+    assert len(h) == n and data.signs is not None and data.signs.pairs == n
+    near_zero = (h["paper:Fig. 3 Tiny-ImageNet"].abs() < 0.3) | (h["paper:Fig. 4"].abs() < 0.3)
+    assert data.signs.counted == n - int(near_zero.sum())
+    # Without ground-truth names only the pairs with a published value remain.
+    only_paper = headline_table(data.agreement, {})
+    papers = [c for c in only_paper.columns if c.startswith("paper:")]
+    assert len(only_paper) and only_paper[papers].notna().any(axis=1).all()
 
 
 def test_report_files_are_complete_and_self_contained(built, results):
@@ -136,12 +142,14 @@ def test_report_files_are_complete_and_self_contained(built, results):
     imgs = re.findall(r"<img [^>]*src='([^']*)'", page)
     assert len(imgs) == len(built.figures) and all(s.startswith("data:image/svg+xml;base64,") for s in imgs)
     assert "Content-Security-Policy" in page
-    # Verdict first, then the rest.
-    assert page.index("id='verdict'") < page.index("id='agreement'") < page.index("id='architectures'")
+    # The paper's trends first, then the verdict, then the rest.
+    assert page.index("id='topology'") < page.index("id='verdict'") < page.index("id='agreement'") \
+        < page.index("id='architectures'")
+    assert "id='sign-summary'" in page
     assert "No free lunch" in page
     # Figures written as PNG and SVG.
     names = {f.name for f in built.figures}
-    assert names == {"topology_expressivity", "topology_convergence_epoch", "topology_generalization_gap",
+    assert names == {"topology_expressivity", "topology_epochs_to_50", "topology_generalization_gap",
                      "curves", "pareto"}
     for f in built.figures:
         assert f.png.read_bytes()[:4] == b"\x89PNG" and b"<svg" in f.svg.read_bytes()[:1000]
@@ -179,9 +187,20 @@ def test_report_notes_what_it_could_not_show(tmp_path, results):
     assert set(FIGURE_KINDS) == {"axes", "quantities", "indicators", "curves", "pareto"}
 
 
-def test_report_rejects_tables_it_cannot_analyse(tmp_path):
-    with pytest.raises(InvalidArgumentError, match="no ground-truth column for axis 'expressivity'"):
-        build_report(pd.DataFrame({"arch": ["a", "b"], "P": [1, 2]}), tmp_path)
+def test_report_renders_without_ground_truth_and_says_so(tmp_path):
+    df = pd.DataFrame({"arch": list("abcd"), "P": [1, 2, 3, 4], "mean_depth": [3.0, 2.0, 1.5, 1.0],
+                       "nngp_bound": [0.1, 0.4, 0.6, 0.9]})
+    paths = build_report(df, tmp_path / "no_training", n_boot=20)
+    html = paths.html.read_text(encoding="utf-8")
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "No verdict" in html and "not measured in this study (add a [training] section)" in html
+    assert "not measured in this study (add a \\[training\\] section)" in md
+    assert "nngp" in md  # the theory column is still correlated with the topology
+    # a ground truth that is present but empty everywhere (no cell converged) is named as such
+    empty = df.assign(expressivity=[None] * 4, epochs_to_50=[3, 4, 5, 6])
+    data = report_data(empty, n_boot=20)
+    assert data.missing_axes["expressivity"].startswith("measured, but no architecture has a value")
+    assert [o.axis for o in data.objectives] == ["convergence"]
     with pytest.raises(InvalidArgumentError, match="empty"):
         build_report(pd.DataFrame({"arch": []}), tmp_path)
 

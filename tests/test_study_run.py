@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from trilemma.commands.study import add_commands
 from trilemma.errors import StoreError
 from trilemma.study import (
     Store,
@@ -27,7 +28,6 @@ from trilemma.study import (
     study_status,
     to_nb_suite_zero,
 )
-from trilemma.study._cli import add_commands
 from trilemma.study._tasks import ProbeTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,12 +311,16 @@ def test_progress_renderers() -> None:
 
     from rich.console import Console
 
+    from trilemma.commands.study import _PlainProgress, _RichProgress
     from trilemma.study import Progress
-    from trilemma.study._cli import _PlainProgress, _RichProgress
 
-    events = [Progress(60, 6, 54, k, k - 1 if k else 0, 1 if k else 0, 0, 2.0 * k) for k in (0, 27, 54)]
+    events = [Progress(60, 6, 54, k, k - 1 if k else 0, 1 if k else 0, 0, 2.0 * k, jobs_done=k // 9)
+              for k in (0, 27, 54)]
     assert events[1].rate == pytest.approx(0.5) and events[1].eta == pytest.approx(54.0)
     assert events[0].eta is None
+    # no estimate from a single job, nor before a tenth of the tasks are done
+    assert Progress(60, 6, 54, 27, 27, 0, 0, 54.0, jobs_done=1).eta is None
+    assert Progress(600, 0, 600, 5, 5, 0, 0, 1.0, jobs_done=5).eta is None
     buf = io.StringIO()
     plain = _PlainProgress(buf, every=3600)
     for e in events:
@@ -332,17 +336,6 @@ def test_progress_renderers() -> None:
     bar.close()
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # without the terminal codes
     assert "54/54" in text and "ETA 0:00" in text and "53✓" in text and "0.50/s" in text and "ETA" in text and "6 of 60 tasks already done" in text
-
-
-def test_report_command_without_report_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("trilemma.report") is not None:
-        pytest.skip("trilemma.report exists; its own tests cover the report command")
-    cfg = _config(tmp_path, name="rep")
-    run_study({**cfg, "space": {"nodes": 1}})
-    assert _cli(["report", cfg["store"]]) != 0
-    assert "not available yet" in capsys.readouterr().err
 
 
 def test_user_defined_space_from_file(tmp_path: Path) -> None:

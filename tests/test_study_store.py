@@ -111,7 +111,7 @@ def test_schema_mismatch_and_foreign_files(tmp_path: Path) -> None:
     con.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
     con.commit()
     con.close()
-    with pytest.raises(StoreError, match=rf"schema version 999.*reads schema version {SCHEMA_VERSION}"):
+    with pytest.raises(StoreError, match=rf"schema version 999.*reads schema versions 1 to {SCHEMA_VERSION}"):
         Store(path)
     other = tmp_path / "other.sqlite"
     con = sqlite3.connect(other)
@@ -135,3 +135,76 @@ def test_run_lock_is_exclusive(tmp_path: Path) -> None:
                     pass
         with b.run_lock():  # released when the first run ends
             pass
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_opening_a_foreign_sqlite_file_leaves_it_byte_identical(tmp_path: Path, create: bool) -> None:
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match="not a trilemma study store"):
+        Store(other, create=create)
+    assert other.read_bytes() == before  # in particular not switched to WAL
+    assert not (tmp_path / "other.sqlite-wal").exists()
+
+
+def _v1_store(path: Path) -> None:
+    """A store as schema version 1 wrote it (no ``current`` column, no ``archs`` table)."""
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE tasks (arch TEXT NOT NULL, task TEXT NOT NULL, dataset TEXT NOT NULL, seed INTEGER NOT NULL,
+            status TEXT NOT NULL, payload TEXT, error TEXT, task_hash TEXT NOT NULL, version TEXT,
+            created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, seconds REAL,
+            attempts INTEGER NOT NULL DEFAULT 0, worker TEXT, PRIMARY KEY (arch, task, dataset, seed));
+        INSERT INTO meta VALUES ('schema_version', '1'), ('study', 'old');
+        INSERT INTO tasks VALUES ('a', 'probe', '', 0, 'complete', '{"probe_0": 0.5}', NULL, 'h', '0.1.0',
+            '2026-01-01', NULL, NULL, 1.0, 1, NULL);
+    """)
+    con.commit()
+    con.close()
+
+
+def test_version_1_stores_are_read_as_they_are_and_upgraded_by_a_run(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    _v1_store(path)
+    before = path.read_bytes()
+    with Store(path, readonly=True) as st:
+        assert st.schema_version == 1 and [r.arch for r in st.rows()] == ["a"]
+        assert st.arch_columns() is None
+    assert path.read_bytes() == before
+    with Store(path, create=True) as st:
+        plan = st.plan_changes([(TaskKey("a", "probe", "", 0), "h"), (TaskKey("b", "probe", "", 0), "h")])
+        assert plan.todo == [TaskKey("b", "probe", "", 0)]
+        st.begin_run(plan, {"study": "old"}, {"a": {"x": 1}, "b": {"x": 2}})
+        assert st.schema_version == SCHEMA_VERSION
+        assert st.arch_columns() == {"a": {"x": 1}, "b": {"x": 2}}
+        assert len(st.rows()) == 2
+
+
+def test_rows_outside_the_latest_plan_are_hidden_unless_asked(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    a, b = TaskKey("a", "probe", "", 0), TaskKey("b", "probe", "", 0)
+    with Store(path, create=True) as st:
+        st.begin_run(st.plan_changes([(a, "h"), (b, "h")]), {})
+        st.begin_run(st.plan_changes([(a, "h")]), {})  # the next config drops b
+        assert [r.arch for r in st.rows()] == ["a"]
+        assert [r.arch for r in st.rows(include_stale=True)] == ["a", "b"]
+        assert st.counts()["pending"] == 1 and st.counts(include_stale=True)["pending"] == 2
+        assert st.stale_count() == 1
+
+
+def test_a_refused_plan_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    key = TaskKey("a", "probe", "", 0)
+    with Store(path, create=True) as st:
+        st.begin_run(st.plan_changes([(key, "h1")]), {"config": "first"})
+        st.record([Outcome(key, "complete", "{}", None, "t", "t", 1.0, "w")])
+        meta, rows = st.meta(), st.rows()
+        with pytest.raises(StoreError, match="other settings.*Nothing was changed"):
+            st.plan_changes([(key, "h2")])
+        assert st.meta() == meta and st.rows() == rows

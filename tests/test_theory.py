@@ -192,8 +192,14 @@ def test_worked_bounds(C: float) -> None:
     # chain of 3: + 3 - [f(C)ḟ(C) + f²(C)ḟ(C)ḟ(f(C)) + f³(C)ḟ(C)ḟ(f(C))ḟ(f²(C))]
     f1, f2, f3 = f_power(C, 1), f_power(C, 2), f_power(C, 3)
     d0, d1, d2 = fdot(C), fdot(f1), fdot(f2)
-    assert ntk_bound("2_02_002", C) == pytest.approx(1 - f3 + 3 - (f1 * d0 + f2 * d0 * d1 + f3 * d0 * d1 * d2), rel=1e-13)
-    assert ntk_bound("1_01_222", C) == pytest.approx(3 * (1 - f1) + 3 - 3 * f1 * d0, rel=1e-13)
+    # Theorem 4.6 as printed (form="paper")
+    assert ntk_bound("2_02_002", C, form="paper") == pytest.approx(
+        1 - f3 + 3 - (f1 * d0 + f2 * d0 * d1 + f3 * d0 * d1 * d2), rel=1e-13)
+    assert ntk_bound("1_01_222", C, form="paper") == pytest.approx(3 * (1 - f1) + 3 - 3 * f1 * d0, rel=1e-13)
+    # the default, corrected form: the unrolled recursion Σ_h f^h Π_{k>h} ḟ_k
+    assert ntk_bound("2_02_002", C) == pytest.approx(
+        1 - f3 + 3 - (C * d0 * d1 * d2 + f1 * d1 * d2 + f2 * d2), rel=1e-13)
+    assert ntk_bound("1_01_222", C) == pytest.approx(3 * (1 - f1) + 3 - 3 * C * d0, rel=1e-13)
     # a depth-0 path keeps the input correlation: 1 - C, and adds nothing to the NTK sum
     assert nngp_bound("0_00_100", C) == pytest.approx(1 - C)
     assert ntk_bound("0_00_100", C) == pytest.approx(1 - C)
@@ -238,11 +244,11 @@ def test_bounds_agree_with_path_enumeration_reference() -> None:
         K = random_correlation(5, seed=k)
         ref_nngp, ref_ntk = ref_bounds(spec, K)
         assert nngp_bound(spec, K) == pytest.approx(ref_nngp, rel=1e-12, abs=1e-13)
-        assert ntk_bound(spec, K) == pytest.approx(ref_ntk, rel=1e-12, abs=1e-13)
+        assert ntk_bound(spec, K, form="paper") == pytest.approx(ref_ntk, rel=1e-12, abs=1e-13)
     # H = 4 as well
     spec4 = CellSpec.parse("2_12_212_2121")
     K = random_correlation(4, seed=99)
-    assert (nngp_bound(spec4, K), ntk_bound(spec4, K)) == pytest.approx(ref_bounds(spec4, K), rel=1e-12)
+    assert (nngp_bound(spec4, K), ntk_bound(spec4, K, form="paper")) == pytest.approx(ref_bounds(spec4, K), rel=1e-12)
 
 
 def test_matrix_C_is_min_over_pairs_at_largest_correlation() -> None:
@@ -251,13 +257,13 @@ def test_matrix_C_is_min_over_pairs_at_largest_correlation() -> None:
     cmax = K[iu].max()
     for arch in ("2_21_112", "2_02_002"):
         assert nngp_bound(arch, K) == pytest.approx(nngp_bound(arch, cmax), rel=1e-14)
-        assert ntk_bound(arch, K) == pytest.approx(ntk_bound(arch, cmax), rel=1e-14)
+        assert ntk_bound(arch, K, form="paper") == pytest.approx(ntk_bound(arch, cmax, form="paper"), rel=1e-14)
         assert nngp_bound(arch, K) <= min(nngp_bound(arch, c) for c in K[iu]) + 1e-15
     # bounds are non-increasing in C
     cs = np.linspace(-1, 1, 51)
     for arch in ("2_21_112", "2_22_221", "1_01_222"):
         assert np.all(np.diff([nngp_bound(arch, c) for c in cs]) <= 1e-13)
-        assert np.all(np.diff([ntk_bound(arch, c) for c in cs]) <= 1e-13)
+        assert np.all(np.diff([ntk_bound(arch, c, form="paper") for c in cs]) <= 1e-13)
 
 
 def test_bad_C_error_messages() -> None:

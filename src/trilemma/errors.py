@@ -20,6 +20,9 @@ __all__ = [
     "StoreError",
     "DatasetNotFoundError",
     "MissingDependencyError",
+    "OutputPathError",
+    "DataFormatError",
+    "PluginError",
 ]
 
 
@@ -75,3 +78,19 @@ class DatasetNotFoundError(TrilemmaError, FileNotFoundError):
 
 class MissingDependencyError(TrilemmaError, ImportError):
     """An optional package needed for the requested feature is not installed."""
+
+
+class OutputPathError(TrilemmaError, ValueError):
+    """An output path would overwrite a study store or a file that is not an output of this kind."""
+
+
+class PluginError(TrilemmaError, RuntimeError):
+    """User code named in a study config (a plug-in module or space function) raised an exception.
+
+    The message names the plug-in and function and repeats the plug-in's own message; the
+    original exception is the ``__cause__``.
+    """
+
+
+class DataFormatError(TrilemmaError, ValueError):
+    """A data file is not in its official format, or holds objects that format never contains."""

@@ -18,7 +18,16 @@ import numpy as np
 import pandas as pd
 
 from trilemma.analysis._correlation import LEVELS, METHODS, rank_correlation
-from trilemma.analysis._metrics import AXES, DEFAULT_AXES, KINDS, AxisSpec, check_axis, direction, list_metrics
+from trilemma.analysis._metrics import (
+    AXES,
+    DEFAULT_AXES,
+    KINDS,
+    AxisSpec,
+    check_axis,
+    direction,
+    list_metrics,
+    register_pattern_metrics,
+)
 from trilemma.analysis._published import PUBLISHED_CORRELATIONS, PublishedCorrelation
 from trilemma.analysis._table import DEFAULT_GROUP_BY, check_frame
 from trilemma.errors import InvalidArgumentError, TrilemmaError, UnknownNameError
@@ -30,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: Leading columns of :func:`agreement_table` (published-value columns follow).
 AGREEMENT_COLUMNS: tuple[str, ...] = (
     "axis", "x", "x_kind", "y", "y_kind", "method", "level", "n", "value", "ci_low", "ci_high",
-    "p_value", "sign", "oriented", "agrees", "ci_excludes_zero", "note",
+    "p_value", "sign", "oriented", "agrees", "ci_excludes_zero", "note", "n_boot_valid",
 )
 
 _TOPOLOGY_DEFAULT = ("mean_depth", "P")
@@ -79,6 +88,7 @@ def default_axis_columns(df: pd.DataFrame, axes: Sequence[AxisSpec] = DEFAULT_AX
     direction on the axis, the axis's ground truth first among the trained ones.
     """
     check_frame(df)
+    register_pattern_metrics(list(df.columns))
     present = set(df.columns)
     out = []
     for spec in axes:
@@ -95,25 +105,26 @@ def default_axis_columns(df: pd.DataFrame, axes: Sequence[AxisSpec] = DEFAULT_AX
 
 
 def published_columns() -> list[str]:
-    """Names of the published-value columns of :func:`agreement_table` (``paper:<dataset>``)."""
+    """Names of the published-value columns of :func:`agreement_table`: ``paper:<figure dataset>``
+    (e.g. ``"paper:Fig. 3 Tiny-ImageNet"``), one per published figure and dataset."""
     seen: list[str] = []
     for p in PUBLISHED_CORRELATIONS:
-        name = f"paper:{p.dataset_label}" if p.dataset else "paper"
+        name = f"paper:{p.dataset_label}"
         if name not in seen:
             seen.append(name)
     return seen
 
 
 def _published_for(axis: str, x: str, x_kind: str, y: str, y_kind: str, ground_truth: str | None) -> list[PublishedCorrelation]:
-    if x_kind != "topology":
-        return []
     out = []
     for p in PUBLISHED_CORRELATIONS:
         if p.versus != x or p.axis != axis:
             continue
-        if p.kind == "trained" and y_kind == "trained" and y == ground_truth:
+        if x_kind == "topology" and p.kind == "trained" and y_kind == "trained" and y == ground_truth:
             out.append(p)
-        elif p.kind == "init" and y_kind == "init" and y == p.quantity:
+        elif x_kind == "topology" and p.kind == "init" and y_kind == "init" and y == p.quantity:
+            out.append(p)
+        elif x_kind == "init" and p.kind == "init_trained" and y_kind == "trained" and y == ground_truth:
             out.append(p)
     return out
 
@@ -155,7 +166,8 @@ def agreement_table(
         upstream column (topology < theory < init < trained), ``value`` the raw correlation,
         ``sign`` the orientation the theory implies (None when a direction is unknown),
         ``oriented = sign · value``, ``agrees = oriented > 0``, ``note`` the reason when a
-        correlation is undefined (then ``value`` is NaN). Then one ``paper:<dataset>`` column
+        correlation is undefined (then ``value`` is NaN), ``n_boot_valid`` the bootstrap
+        resamples that gave a defined value (few architectures make some constant). Then one ``paper:<dataset>`` column
         per published dataset (see :func:`published_columns`), holding the published Kendall τ
         where the paper reports this pair (Kendall rows only), NaN where it does not.
 
@@ -197,7 +209,7 @@ def agreement_table(
                                         spec.axis, cx, cy, method, level, exc)
                             row.update(n=0, value=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan,
                                        sign=None, oriented=np.nan, agrees=None, ci_excludes_zero=None,
-                                       note=str(exc))
+                                       note=str(exc), n_boot_valid=0)
                         else:
                             oriented = c.oriented
                             row.update(
@@ -207,13 +219,13 @@ def agreement_table(
                                 p_value=c.p_value, sign=c.sign,
                                 oriented=np.nan if oriented is None else oriented,
                                 agrees=None if oriented is None else bool(oriented > 0),
-                                ci_excludes_zero=c.ci_excludes_zero, note="",
+                                ci_excludes_zero=c.ci_excludes_zero, note="", n_boot_valid=c.n_boot_valid,
                             )
                         for name in paper_cols:
                             row[name] = np.nan
                         if method == "kendall":
                             for p in published:
-                                row[f"paper:{p.dataset_label}" if p.dataset else "paper"] = p.value
+                                row[f"paper:{p.dataset_label}"] = p.value
                         rows.append(row)
     out = pd.DataFrame(rows, columns=[*AGREEMENT_COLUMNS, *paper_cols])
     for name in paper_cols:

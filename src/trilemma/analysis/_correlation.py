@@ -466,8 +466,8 @@ def rank_correlation(
                 f"every bootstrap resample of {x!r} vs {y!r} was constant; no interval can be given "
                 f"(too few distinct values over the {where})"
             )
-        if n_valid < 0.9 * n_boot:
-            logger.warning(
+        if n_valid < 0.9 * n_boot:  # reported once per table by its callers (e.g. the report's notes)
+            logger.debug(
                 "%s vs %s: only %d of %d bootstrap resamples were defined; the interval uses those",
                 x, y, n_valid, n_boot,
             )

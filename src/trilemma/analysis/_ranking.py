@@ -29,6 +29,9 @@ __all__ = [
     "RANK_METHODS",
     "Objective",
     "resolve_objectives",
+    "available_objectives",
+    "NOT_MEASURED",
+    "NO_VALUES",
     "rank_table",
     "best_per_axis",
     "pareto_front",
@@ -116,6 +119,41 @@ def resolve_objectives(
     for o in out:
         numeric_column(df, o.column)
     return out
+
+
+#: Why an axis has no objective in a table (see :func:`available_objectives`).
+NOT_MEASURED = "not measured in this study (add a [training] section)"
+NO_VALUES = "measured, but no architecture has a value (e.g. none converged)"
+
+
+def available_objectives(
+    df: pd.DataFrame,
+    higher_is_better: Mapping[str, bool] | None = None,
+    axes: Sequence[AxisSpec] = DEFAULT_AXES,
+) -> tuple[tuple[Objective, ...], dict[str, str]]:
+    """The objectives a table supports, and why the others are missing.
+
+    Unlike :func:`resolve_objectives`, a missing ground truth is not an error: the axis is
+    reported as missing so that a report can still show everything else.
+
+    Returns:
+        ``(objectives, missing)`` with ``missing = {axis: reason}`` (:data:`NOT_MEASURED` when
+        no ground-truth column is present, :data:`NO_VALUES` when it is present but empty).
+    """
+    check_frame(df)
+    out: list[Objective] = []
+    missing: dict[str, str] = {}
+    for a in axes:
+        present = [c for c in a.ground_truth if c in df.columns]
+        if not present:
+            missing[a.name] = NOT_MEASURED
+            continue
+        col = present[0]
+        if not np.isfinite(numeric_column(df, col)).any():
+            missing[a.name] = NO_VALUES
+            continue
+        out.append(Objective(a.name, col, direction(col, a.name, higher_is_better)))
+    return tuple(out), missing
 
 
 def _check_arch(df: pd.DataFrame, arch_col: str) -> None:

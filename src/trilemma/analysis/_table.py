@@ -47,6 +47,11 @@ def numeric_column(df: pd.DataFrame, name: str) -> np.ndarray:
     col = df[name]
     if pd.api.types.is_bool_dtype(col):
         col = col.astype(float)
+    if col.dtype == object:
+        # a column of numbers and missing values (e.g. every value None: no cell converged)
+        values = [v for v in col if v is not None and not (isinstance(v, float) and np.isnan(v))]
+        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
+            return np.array([np.nan if v is None else float(v) for v in col], dtype=float)
     if not pd.api.types.is_numeric_dtype(col):
         raise InvalidTypeError(f"column {name!r} must be numeric, got dtype {col.dtype}")
     return col.to_numpy(dtype=float, na_value=np.nan)

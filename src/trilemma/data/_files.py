@@ -23,11 +23,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trilemma.data._dataset import RawData, register_dataset
-from trilemma.errors import DatasetNotFoundError, InvalidArgumentError
+from trilemma.errors import DataFormatError, DatasetNotFoundError, InvalidArgumentError
 
 __all__ = ["read_idx", "write_idx", "download_file", "md5sum", "REMOTE_FILES"]
 
@@ -275,9 +276,49 @@ _CIFAR = {
 }
 
 
+#: The only globals an official CIFAR python batch refers to: numpy's array reconstruction.
+_CIFAR_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the official CIFAR batches hold: builtin containers, bytes, str,
+    numbers and numpy arrays. Any other global (a class, a function such as ``os.system``)
+    is refused before it is looked up, so a crafted file cannot run code."""
+
+    def __init__(self, fh: Any, path: Path) -> None:
+        super().__init__(fh, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise DataFormatError(
+            f"{self.path} is not an official CIFAR python batch: it refers to {module}.{name}, but the official "
+            f"files hold only dicts, lists, bytes, strings, numbers and numpy arrays; refusing to load it"
+        )
+
+
 def _unpickle(path: Path) -> dict[bytes, object]:
+    """Read a CIFAR python batch with :class:`_CifarUnpickler` (never plain ``pickle.load``).
+
+    Raises:
+        DataFormatError: The file refers to anything but numpy arrays, or is not a pickle
+            of a dict.
+    """
     with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="bytes")  # noqa: S301 - official CIFAR format is pickle
+        try:
+            data = _CifarUnpickler(fh, path).load()
+        except DataFormatError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+            raise DataFormatError(f"{path} is not a readable CIFAR python batch: {err}") from None
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{path} is not a CIFAR python batch: it holds a {type(data).__name__}, not a dict")
+    return data
 
 
 def _cifar_folder(root: Path, layout: _CifarLayout, download: bool) -> Path:

@@ -6,7 +6,7 @@ run's own numbers support it; :func:`run_lessons` runs them all and writes one
 self-contained ``index.html``.
 
 This package imports nothing heavy until one of its names is used (the command line builds
-its parser from :mod:`trilemma.lessons._cli` without importing torch); the lesson modules
+its parser from :mod:`trilemma.commands.lessons` without importing torch); the lesson modules
 listed in :data:`LESSON_MODULES` register themselves on the first look-up.
 """
 

@@ -17,6 +17,7 @@ import platform
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trilemma._outputs import GENERATOR_MARK
 from trilemma.lessons._base import LessonResult
 
 __all__ = ["render_index"]
@@ -177,7 +178,7 @@ def render_index(results: Sequence[LessonResult], *, seconds: float, quick: bool
     rerun = (f"<p>Re-run the whole set: <code id='rerun-all'>{_e(command)}</code></p>" if command else "")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<meta http-equiv='Content-Security-Policy' content=\"{csp}\">"
+        f"{GENERATOR_MARK}<meta http-equiv='Content-Security-Policy' content=\"{csp}\">"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         "<title>trilemma lessons</title>"
         f"<style>{_CSS}</style></head><body>"

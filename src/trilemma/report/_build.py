@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trilemma.analysis import Objective
+from trilemma._outputs import check_output_dir
+from trilemma.analysis import AxisSpec, Objective, default_axes
 from trilemma.errors import InvalidArgumentError
 from trilemma.report._data import ReportData, report_data
 from trilemma.report._html import EmbeddedFigure, render_html
@@ -71,7 +72,7 @@ def _render_figures(
         files, blobs = save_figure(fig, fig_dir, name, title)
         out.append((files, blobs, caption))
 
-    gt = {o.column for o in data.verdict.objectives}
+    gt = {o.column for o in data.objectives}
     for m in data.maps:
         if ("axes" if m.column in gt else "quantities") not in kinds:
             continue
@@ -89,7 +90,7 @@ def _render_figures(
     if data.curves is not None and "curves" in kinds:
         add(plot_curves(data.curves), "curves", "Training curves of the per-axis winners",
             "Loss and accuracy per epoch of each axis's best architecture (train solid, test dashed).")
-    if "pareto" not in kinds:
+    if "pareto" not in kinds or data.pareto is None:
         return out
     add(plot_pareto(data.pareto), "pareto", "Pareto front",
         f"{len(data.pareto.front)} architectures are not dominated on all three axes at once (red); stars mark "
@@ -121,7 +122,8 @@ def write_report(
 
     Args:
         data: From :func:`trilemma.report.report_data`.
-        out_dir: Folder to write into (created).
+        out_dir: Folder to write into (created). It must be new, empty, or hold an earlier
+            report (its page is overwritten); a study store or another folder is refused.
         embed: Figure format embedded in the HTML: ``"svg"`` (sharp at any zoom) or ``"png"``.
         figures: Figure families to draw, a subset of :data:`FIGURE_KINDS`: ``"axes"`` (each
             axis's ground truth over the topology), ``"quantities"`` (each theory / at-init
@@ -134,18 +136,18 @@ def write_report(
 
     Raises:
         InvalidArgumentError: unknown ``embed`` or figure kind.
+        OutputPathError: ``out_dir`` is a file, a store, or a folder holding something else.
     """
     if embed not in _EMBED:
         raise InvalidArgumentError(f"embed must be one of {', '.join(_EMBED)}, got {embed!r}")
     bad = [k for k in figures if k not in FIGURE_KINDS]
     if bad or isinstance(figures, str):
         raise InvalidArgumentError(f"figures must be a subset of {FIGURE_KINDS}, got {figures!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rendered = _render_figures(data, out / "figures", tuple(figures))
-    embedded = [EmbeddedFigure(f.name, f.title, caption, _EMBED[embed], blobs[embed]) for f, blobs, caption in rendered]
     if not html_name or Path(html_name).name != html_name:
         raise InvalidArgumentError(f"html_name must be a plain file name, got {html_name!r}")
+    out = check_output_dir(out_dir, marker=html_name, what="report --out")
+    rendered = _render_figures(data, out / "figures", tuple(figures))
+    embedded = [EmbeddedFigure(f.name, f.title, caption, _EMBED[embed], blobs[embed]) for f, blobs, caption in rendered]
     html_path = out / html_name
     html_path.write_text(render_html(data, embedded), encoding="utf-8")
     md_path = out / "summary.md"
@@ -154,7 +156,8 @@ def write_report(
     )
     json_path = out / "summary.json"
     payload = {
-        "title": data.title, "verdict": data.verdict.as_dict(), "headline": data.headline.to_dict(orient="records"),
+        "title": data.title, "verdict": data.verdict.as_dict() if data.verdict else None,
+        "missing_axes": dict(data.missing_axes), "headline": data.headline.to_dict(orient="records"),
         "agreement": data.agreement.to_dict(orient="records"), "notes": list(data.notes),
         "settings": data.settings, "metadata": data.metadata,
     }
@@ -182,6 +185,8 @@ def build_report(
     arch_col: str = "arch",
     dataset: str | None = None,
     html_name: str = "report.html",
+    axes: Sequence[AxisSpec] | None = None,
+    exclude_unconverged: bool = False,
 ) -> ReportPaths:
     """Analyse a results table and write the report.
 
@@ -205,6 +210,8 @@ def build_report(
         arch_col: The architecture column.
         dataset: The dataset to report when the table holds several (see :func:`report_data`).
         html_name: File name of the page.
+        axes: Each axis's ground truth when ``objectives`` is not given (see :func:`report_data`).
+        exclude_unconverged: Leave out runs that never reached the loss plateau.
 
     Returns:
         :class:`ReportPaths`.
@@ -215,9 +222,23 @@ def build_report(
     data = report_data(
         results, curves=curves, metadata=metadata, objectives=objectives, higher_is_better=higher_is_better,
         n_boot=n_boot, confidence=confidence, seed=seed, rank_method=rank_method, methods=methods,
-        arch_col=arch_col, title=title, dataset=dataset,
+        arch_col=arch_col, title=title, dataset=dataset, axes=axes, exclude_unconverged=exclude_unconverged,
     )
     return write_report(data, out_dir, embed=embed, figures=figures, html_name=html_name)
+
+
+def study_axes(config: Mapping[str, object]) -> tuple[AxisSpec, ...]:
+    """Each axis's ground truth for a study, from its stored config (a plain dict).
+
+    The convergence ground truth follows ``training.metrics.accuracy_threshold``
+    (``epochs_to_50`` at 0.5, the papers'); ``[analysis] axes`` overrides any axis.
+    """
+    training = config.get("training") if isinstance(config.get("training"), Mapping) else {}
+    metrics = training.get("metrics") if isinstance(training, Mapping) else None
+    threshold = metrics.get("accuracy_threshold", 0.5) if isinstance(metrics, Mapping) else 0.5
+    analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
+    overrides = analysis.get("axes") if isinstance(analysis, Mapping) else None
+    return default_axes(float(threshold or 0.5), overrides if isinstance(overrides, Mapping) else None)
 
 
 def build_report_for_study(
@@ -247,6 +268,11 @@ def build_report_for_study(
     metadata = dict(study_api.load_metadata(study)) if hasattr(study_api, "load_metadata") else {}
     if not metadata.get("study"):
         metadata["study"] = Path(study).stem
+    config = metadata.get("config") if isinstance(metadata.get("config"), Mapping) else {}
+    if "axes" not in options and "objectives" not in options:
+        options["axes"] = study_axes(config)
+    analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
+    options.setdefault("exclude_unconverged", bool(analysis.get("exclude_unconverged", False)))
     if out_dir is None:
         out_dir = Path("runs") / f"{Path(study).stem}_report"
     out = Path(out_dir)

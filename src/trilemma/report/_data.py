@@ -12,11 +12,14 @@ import pandas as pd
 
 from trilemma.analysis import (
     AXES,
+    DEFAULT_AXES,
     AxisColumns,
+    AxisSpec,
     Objective,
     Verdict,
     aggregate_seeds,
     agreement_table,
+    available_objectives,
     default_axis_columns,
     direction,
     metrics_from_measures,
@@ -25,7 +28,7 @@ from trilemma.analysis import (
     resolve_objectives,
     verdict,
 )
-from trilemma.analysis._table import check_frame
+from trilemma.analysis._table import check_frame, numeric_column
 from trilemma.errors import InvalidArgumentError, TrilemmaError, UnknownNameError
 from trilemma.report._figdata import (
     CurvesData,
@@ -38,7 +41,7 @@ from trilemma.report._figdata import (
     topology_map_data,
 )
 
-__all__ = ["ReportData", "report_data", "headline_table"]
+__all__ = ["ReportData", "report_data", "headline_table", "sign_summary", "SignSummary", "sign_agreement", "SIGN_THRESHOLD"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ class ReportData:
         results: One row per architecture (seeds averaged) with ``rank_<axis>``,
             ``rank_sum`` and ``pareto`` added; the table shown in full.
         n_input_rows: Rows of the table given (before averaging seeds).
-        verdict: The no-free-lunch verdict.
+        verdict: The no-free-lunch verdict over the axes that have a trained ground truth
+            (``None`` when none has).
         ranks: The rank table (paper's Table 1 style).
         agreement: The agreement table (see ``trilemma.analysis.agreement_table``).
         headline: Each axis's ground truth (and the papers' at-init quantities) against
@@ -61,16 +65,19 @@ class ReportData:
         maps: Topology maps: each axis's ground truth, then each theory / at-init quantity.
         scatters: ``{axis: indicator-vs-ground-truth scatters}``.
         curves: Training curves of the winners (None without curves).
-        pareto: The Pareto figure's data.
+        pareto: The Pareto figure's data (``None`` without a verdict).
         metadata: What was run (as given).
         settings: Analysis settings and library versions (added by the report).
         notes: Things the reader should know (rows left out, missing curves, ...).
+        missing_axes: ``{axis: why it has no ground truth}`` for the axes the study did not
+            measure (e.g. no ``[training]`` section) or where no architecture has a value.
+        signs: How many of the paper's Fig. 3/4 pairs our signs reproduce.
     """
 
     title: str
     results: pd.DataFrame
     n_input_rows: int
-    verdict: Verdict
+    verdict: Verdict | None
     ranks: pd.DataFrame
     agreement: pd.DataFrame
     headline: pd.DataFrame
@@ -78,10 +85,17 @@ class ReportData:
     maps: tuple[TopologyMapData, ...]
     scatters: Mapping[str, tuple[IndicatorScatterData, ...]]
     curves: CurvesData | None
-    pareto: ParetoData
+    pareto: ParetoData | None
     metadata: Mapping[str, object]
     settings: Mapping[str, object]
     notes: tuple[str, ...] = field(default=())
+    missing_axes: Mapping[str, str] = field(default_factory=dict)
+    signs: SignSummary | None = None
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """The axes with a ground truth (those the verdict ranks)."""
+        return self.verdict.objectives if self.verdict is not None else ()
 
 
 _HEADLINE_BASE = ["axis", "quantity", "kind", "versus", "tau_arch", "tau_arch_low", "tau_arch_high",
@@ -117,12 +131,91 @@ def headline_table(agreement: pd.DataFrame, ground_truth: Mapping[str, str]) -> 
                 row.update({f"tau_{key}": np.nan, f"tau_{key}_low": np.nan, f"tau_{key}_high": np.nan, f"n_{key}": 0})
         for p in papers:
             row[p] = float(g[p].iloc[0])
+            row[f"sign{p[len('paper'):]}"] = sign_agreement(row.get("tau_group", np.nan), row[p])
+            row[f"sign_arch{p[len('paper'):]}"] = sign_agreement(row.get("tau_arch", np.nan), row[p])
         rows.append(row)
-    out = pd.DataFrame(rows, columns=[*_HEADLINE_BASE, *papers])
+    signs = [f"sign{p[len('paper'):]}" for p in papers] + [f"sign_arch{p[len('paper'):]}" for p in papers]
+    out = pd.DataFrame(rows, columns=[*_HEADLINE_BASE, *papers, *signs])
     order = {a: i for i, a in enumerate(AXES)}
     kind_order = {"trained": 0, "theory": 1, "init": 2}
     return out.sort_values(["axis", "kind", "versus"], key=lambda s: s.map(order) if s.name == "axis"
                            else s.map(kind_order) if s.name == "kind" else s, kind="stable", ignore_index=True)
+
+
+#: Published |τ| below this is too close to zero for its sign to count (shown, not counted).
+SIGN_THRESHOLD = 0.3
+
+
+def sign_agreement(ours: float, published: float) -> str:
+    """``"agree"`` / ``"disagree"`` when the published |τ| ≥ :data:`SIGN_THRESHOLD`, ``"near zero"``
+    below it, ``""`` when either value is missing."""
+    if not (isinstance(published, float) and np.isfinite(published)) or not np.isfinite(ours):
+        return ""
+    if abs(published) < SIGN_THRESHOLD:
+        return "near zero"
+    return "agree" if np.sign(ours) == np.sign(published) else "disagree"
+
+
+#: The published columns of the paper's main trends (Figs. 3 and 4: the twelve pairs).
+MAIN_FIGURES = ("paper:Fig. 3 Tiny-ImageNet", "paper:Fig. 4")
+
+
+@dataclass(frozen=True)
+class SignSummary:
+    """How many of the paper's Fig. 3/4 pairs (:data:`MAIN_FIGURES`) our signs reproduce.
+
+    Attributes:
+        pairs: Pairs with a Fig. 3/4 value in the headline table.
+        counted: Of those, pairs whose published |τ| ≥ :data:`SIGN_THRESHOLD`.
+        agree_group: Counted pairs whose τ over (P, d̄) groups has the published sign.
+        agree_arch: Counted pairs whose τ over architectures has the published sign.
+        disagree_group: ``"quantity vs topology"`` of the counted pairs that disagree (groups).
+        disagree_arch: The same over architectures.
+    """
+
+    pairs: int = 0
+    counted: int = 0
+    agree_group: int = 0
+    agree_arch: int = 0
+    disagree_group: tuple[str, ...] = ()
+    disagree_arch: tuple[str, ...] = ()
+
+    def sentence(self) -> str:
+        """One sentence for the report."""
+        if not self.counted:
+            return "No pair of the paper's Figures 3/4 with |τ| ≥ 0.3 can be compared in this study."
+        text = (f"Signs agree with the paper's Figures 3/4 on {self.agree_group} of {self.counted} pairs over "
+                f"(P, d̄) groups and {self.agree_arch} of {self.counted} over architectures (pairs whose published "
+                f"|τ| ≥ {SIGN_THRESHOLD}; {self.pairs - self.counted} near-zero published values are shown, not counted).")
+        if self.disagree_group:
+            text += f" Disagreeing over groups: {', '.join(self.disagree_group)}."
+        if self.disagree_arch:
+            text += f" Disagreeing over architectures: {', '.join(self.disagree_arch)}."
+        return text
+
+
+def sign_summary(headline: pd.DataFrame) -> SignSummary:
+    """Count the Fig. 3/4 pairs of ``headline`` (from :func:`headline_table`) whose signs agree."""
+    pairs = counted = 0
+    agree = {"group": 0, "arch": 0}
+    disagree: dict[str, list[str]] = {"group": [], "arch": []}
+    for _, r in headline.iterrows():
+        for p in MAIN_FIGURES:
+            if p not in headline.columns or not np.isfinite(r[p]):
+                continue
+            pairs += 1
+            suffix = p[len("paper"):]
+            marks = {"group": r[f"sign{suffix}"], "arch": r[f"sign_arch{suffix}"]}
+            if marks["group"] in ("near zero", ""):
+                continue
+            counted += 1
+            for level, mark in marks.items():
+                if mark == "agree":
+                    agree[level] += 1
+                else:
+                    disagree[level].append(f"{r['quantity']} vs {r['versus']}")
+    return SignSummary(pairs, counted, agree["group"], agree["arch"], tuple(disagree["group"]),
+                       tuple(disagree["arch"]))
 
 
 def _versions() -> dict[str, str]:
@@ -135,13 +228,20 @@ def _versions() -> dict[str, str]:
             "scipy": scipy.__version__, "pandas": pd.__version__, "matplotlib": matplotlib.__version__}
 
 
-def _axis_columns(df: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[AxisColumns, ...]:
-    defaults = {c.axis: c for c in default_axis_columns(df)}
+def _axis_columns(df: pd.DataFrame, objectives: Sequence[Objective],
+                  axes: Sequence[AxisSpec] = DEFAULT_AXES) -> tuple[AxisColumns, ...]:
+    """The columns of every axis, the objective's ground truth first; axes without a ground
+    truth keep their topology / theory / at-init columns (their agreement is still shown)."""
+    defaults = {c.axis: c for c in default_axis_columns(df, axes)}
+    by_axis = {o.axis: o for o in objectives}
     out = []
-    for o in objectives:
-        d = defaults.get(o.axis) or AxisColumns(o.axis)
-        trained = (o.column, *[c for c in d.trained if c != o.column])
-        out.append(AxisColumns(o.axis, d.topology, d.theory, d.init, trained))
+    for axis in AXES:
+        d = defaults.get(axis) or AxisColumns(axis)
+        o = by_axis.get(axis)
+        trained = (o.column, *[c for c in d.trained if c != o.column]) if o else d.trained
+        if o is None and not (d.theory or d.init or trained):
+            continue
+        out.append(AxisColumns(axis, d.topology, d.theory, d.init, trained))
     return tuple(out)
 
 
@@ -193,6 +293,8 @@ def report_data(
     arch_col: str = "arch",
     title: str | None = None,
     dataset: str | None = None,
+    axes: Sequence[AxisSpec] | None = None,
+    exclude_unconverged: bool = False,
 ) -> ReportData:
     """Compute everything a report shows.
 
@@ -212,6 +314,12 @@ def report_data(
         title: Report title (default from ``metadata["study"]`` or "trilemma report").
         dataset: With a ``dataset`` column holding several datasets, the one to report
             (default: the first in sorted order; a note names the others).
+        axes: Each axis's ground truth when ``objectives`` is not given (default: the
+            papers', :data:`~trilemma.analysis.DEFAULT_AXES`); an axis whose column is absent
+            or empty is reported as missing instead of failing.
+        exclude_unconverged: Leave out runs whose training loss never met the plateau rule
+            (``converged`` false). By default they are kept (their expressivity and gap come
+            from the last epochs): dropping them removes the slowest, deep-narrow cells.
 
     Returns:
         A :class:`ReportData`.
@@ -232,20 +340,52 @@ def report_data(
         bad = {k: int(v) for k, v in counts.items() if k != "complete"}
         if bad:
             notes.append("rows not complete: " + ", ".join(f"{v} {k}" for k, v in bad.items()))
+    if "converged" in results.columns:
+        flags = results["converged"].map(lambda v: None if v is None or v != v else bool(v))
+        unconverged = int((flags == False).sum())  # noqa: E712 - None stays out of both counts
+        plateaued = int((flags == True).sum())  # noqa: E712
+        if exclude_unconverged and unconverged:
+            results = results[flags != False].reset_index(drop=True)  # noqa: E712
+            notes.append(f"{unconverged} run(s) whose training loss never reached the plateau are excluded "
+                         "(exclude_unconverged)")
+        elif unconverged:
+            notes.append(f"{plateaued} of {plateaued + unconverged} training runs reached the loss plateau; the other "
+                         f"{unconverged} are kept (converged = false): their expressivity and generalization gap come "
+                         "from the last epochs")
+        else:
+            notes.append(f"all {plateaued} training runs reached the loss plateau")
     df = aggregate_seeds(results, arch_col)
     if (df["n_seeds"] > 1).any():
         notes.append(f"{len(results)} rows averaged over seeds into {len(df)} architectures")
-    objs = resolve_objectives(df, objectives, higher_is_better)
-    v = verdict(df, objs, rank_method=rank_method, arch_col=arch_col)
-    if v.n_excluded:
-        notes.append(f"{v.n_excluded} architecture(s) lack a trained value on some axis and are not ranked")
-    ranks = rank_table(df, objs, method=rank_method, arch_col=arch_col)
-    columns = _axis_columns(df, objs)
+    missing: dict[str, str] = {}
+    if objectives is None:
+        objs, missing = available_objectives(df, higher_is_better, axes if axes is not None else DEFAULT_AXES)
+    else:
+        objs = resolve_objectives(df, objectives, higher_is_better)
+    for axis, why in missing.items():
+        notes.append(f"{axis}: {why}")
+    for o in objs:
+        counts = pd.Series(numeric_column(df, o.column)).dropna().value_counts()
+        if len(counts) and counts.iloc[0] > 1:
+            notes.append(f"{o.axis} ground truth {o.column}: {len(counts)} distinct values over {int(counts.sum())} "
+                         f"architectures; the largest tie holds {int(counts.iloc[0])} (value {counts.index[0]:.4g})")
+    v: Verdict | None = None
+    ranks = pd.DataFrame(columns=[arch_col])
+    if objs:
+        v = verdict(df, objs, rank_method=rank_method, arch_col=arch_col)
+        if v.n_excluded:
+            notes.append(f"{v.n_excluded} architecture(s) lack a trained value on some axis and are not ranked")
+        ranks = rank_table(df, objs, method=rank_method, arch_col=arch_col)
+    columns = _axis_columns(df, objs, axes if axes is not None else DEFAULT_AXES)
     agreement = agreement_table(df, columns, methods=methods, n_boot=n_boot, confidence=confidence, seed=seed,
                                 higher_is_better=higher_is_better)
     undefined = agreement[agreement["note"] != ""]
     if len(undefined):
         notes.append(f"{len(undefined)} correlation(s) undefined (see the note column), e.g. {undefined['note'].iloc[0]}")
+    thin = agreement[(agreement["note"] == "") & (agreement["n_boot_valid"] < 0.9 * n_boot)]
+    if len(thin):
+        notes.append(f"{len(thin)} correlation(s) have fewer than 90% defined bootstrap resamples (too few "
+                     "architectures or groups for some resamples to vary); their intervals use the defined ones")
     headline = headline_table(agreement, {o.axis: o.column for o in objs})
     has_topology = {"P", "mean_depth"} <= set(df.columns)
     maps: list[TopologyMapData] = []
@@ -264,7 +404,9 @@ def report_data(
     else:
         notes.append("no P / mean_depth columns: topology maps and group correlations are skipped")
     scatters: dict[str, tuple[IndicatorScatterData, ...]] = {}
-    for c, o in zip(columns, objs):
+    by_axis = {c.axis: c for c in columns}
+    for o in objs:
+        c = by_axis[o.axis]
         items = []
         for col in (*c.topology, *c.theory, *c.init):
             try:
@@ -275,7 +417,7 @@ def report_data(
         if items:
             scatters[o.axis] = tuple(items)
     cd = None
-    if curves is not None:
+    if curves is not None and v is not None:
         try:
             cd = curves_data(curves, v, arch_col=arch_col)
         except TrilemmaError as exc:
@@ -284,9 +426,12 @@ def report_data(
             missing = [a.champion for a in v.axes if a.champion not in cd.roles]
             if missing:
                 notes.append(f"no training curve for winner(s) {', '.join(missing)}")
-    pareto = pareto_data(ranks, v, arch_col=arch_col)
-    table = df.merge(ranks[[arch_col, *[f"rank_{o.axis}" for o in objs], "rank_sum"]], on=arch_col, how="left")
-    table["pareto"] = table[arch_col].astype(str).isin(set(v.pareto_front))
+    pareto = pareto_data(ranks, v, arch_col=arch_col) if v is not None else None
+    if v is not None:
+        table = df.merge(ranks[[arch_col, *[f"rank_{o.axis}" for o in objs], "rank_sum"]], on=arch_col, how="left")
+        table["pareto"] = table[arch_col].astype(str).isin(set(v.pareto_front))
+    else:
+        table = df.copy()
     settings = {"n_boot": n_boot, "confidence": confidence, "bootstrap_seed": seed, "rank_method": rank_method,
                 "correlation_methods": ", ".join(methods),
                 "ground_truth": ", ".join(f"{o.axis}={o.column} ({'higher' if o.higher_is_better else 'lower'} is better)"
@@ -303,5 +448,5 @@ def report_data(
     return ReportData(
         title=title, results=table, n_input_rows=len(results), verdict=v, ranks=ranks, agreement=agreement,
         headline=headline, axis_columns=columns, maps=tuple(maps), scatters=scatters, curves=cd, pareto=pareto,
-        metadata=metadata, settings=settings, notes=tuple(notes),
+        metadata=metadata, settings=settings, notes=tuple(notes), missing_axes=missing, signs=sign_summary(headline),
     )

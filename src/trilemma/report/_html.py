@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trilemma._outputs import GENERATOR_MARK
 from trilemma.analysis import AXES, published_columns
 from trilemma.report._data import ReportData
 from trilemma.report._figdata import metric_label
@@ -82,6 +83,21 @@ def _tau(value: float, low: float, high: float) -> str:
 
 def _paper(value: float) -> str:
     return f"{value:+.2f}" if math.isfinite(value) else "–"
+
+
+_MARKS = {"agree": ("✓", "good", "same sign as published"), "disagree": ("✗", "bad", "opposite sign"),
+          "near zero": ("·", "ci", "published |τ| < 0.3: not counted")}
+
+
+def _paper_cell(value: float, group_mark: str, arch_mark: str) -> str:
+    if not math.isfinite(value):
+        return "<td>–</td>"
+    marks = ""
+    for level, mark in (("groups", group_mark), ("architectures", arch_mark)):
+        if mark in _MARKS:
+            sym, cls, title = _MARKS[mark]
+            marks += f" <span class='{cls}' title='{_e(title)} (our τ over {level})'>{sym}</span>"
+    return f"<td>{value:+.2f}{marks}</td>"
 
 
 _CSS = """
@@ -209,8 +225,24 @@ def _direction_text(hib: bool) -> str:
     return "higher is better" if hib else "lower is better"
 
 
+def _missing_axes(data: ReportData) -> str:
+    if not data.missing_axes:
+        return ""
+    items = "".join(f"<li><b>{_e(axis)}</b>: {_e(why)}</li>" for axis, why in data.missing_axes.items())
+    return f"<p><b>Axes without a trained ground truth:</b></p><ul id='missing-axes'>{items}</ul>"
+
+
 def _verdict_section(data: ReportData) -> str:
     v = data.verdict
+    notes = "".join(f"<li>{_e(n)}</li>" for n in data.notes)
+    if v is None:
+        return (
+            "<section id='verdict' class='verdict'><h2>Verdict</h2>"
+            "<p class='headline' id='verdict-headline'>No verdict: the verdict ranks architectures on their trained "
+            "ground truth, and this study has none on any axis. Everything else below (theory and measures at "
+            "initialization against the topology) is shown.</p>"
+            + _missing_axes(data) + (f"<ul class='notes'>{notes}</ul>" if notes else "") + "</section>"
+        )
     cls = "win" if v.one_wins_all else "nfl"
     axes = [a.axis for a in v.axes]
     head = "".join(f"<th>{_e(a)} rank <span class='ci'>(gap)</span></th>" for a in axes)
@@ -232,7 +264,6 @@ def _verdict_section(data: ReportData) -> str:
         )
     front = v.pareto_front
     shown = ", ".join(f"<code>{_e(a)}</code>" for a in front[:24]) + (" …" if len(front) > 24 else "")
-    notes = "".join(f"<li>{_e(n)}</li>" for n in data.notes)
     return (
         f"<section id='verdict' class='verdict {cls}'><h2>Verdict</h2>"
         f"<p class='headline' id='verdict-headline'>{_e(v.headline())}</p>"
@@ -240,7 +271,9 @@ def _verdict_section(data: ReportData) -> str:
         f"<th class='t'>winner</th><th>best value</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         "<p class='muted'>Each row: the best architecture on one axis (ties broken by the rank sum on the others) "
         "and its rank on every axis; in brackets its gap to that axis's best value, relative to the best value.</p>"
-        f"<p><b>Pareto front</b> over the three axes: {len(front)} of {v.n_architectures} architectures: {shown}</p>"
+        f"<p><b>Pareto front</b> over the {len(v.axes)} ranked axes: {len(front)} of {v.n_architectures} "
+        f"architectures: {shown}</p>"
+        + _missing_axes(data)
         + (f"<ul class='notes'>{notes}</ul>" if notes else "")
         + "</section>"
     )
@@ -259,14 +292,23 @@ def _headline_section(data: ReportData) -> str:
             f"<span class='ci'>({_e(rd['kind'])})</span></td><td class='t'>{_e(metric_label(rd['versus']))}</td>"
             f"<td>{_tau(rd['tau_arch'], rd['tau_arch_low'], rd['tau_arch_high'])} <span class='ci'>n={rd['n_arch']}</span></td>"
             f"<td>{_tau(rd['tau_group'], rd['tau_group_low'], rd['tau_group_high'])} <span class='ci'>n={rd['n_group']}</span></td>"
-            + "".join(f"<td>{_paper(rd[p])}</td>" for p in papers)
+            + "".join(_paper_cell(rd[p], rd.get(f"sign{p[len('paper'):]}", ""),
+                                  rd.get(f"sign_arch{p[len('paper'):]}", "")) for p in papers)
             + "</tr>"
         )
+    seeds = data.metadata.get("seeds")
+    seeds_text = f" Trained metrics are means over {len(seeds)} seed(s) per architecture." \
+        if isinstance(seeds, (list, tuple)) and seeds else ""
+    summary = f"<p id='sign-summary'><b>{_e(data.signs.sentence())}</b></p>" if data.signs is not None else ""
     return (
-        "<section id='topology'><h2>Each axis against topology (Kendall τ)</h2>"
+        "<section id='topology'><h2>The paper's trends: each axis against topology (Kendall τ)</h2>"
+        + summary +
         "<p class='muted'>Raw τ between the columns (no re-orientation; the trained metrics are losses, epochs "
         "and gaps where lower is better). Published values: Chen, Huang &amp; Wang, AutoML-Conf 2023 "
-        "(729 cells, m = 256), shown beside both of our levels (the paper's level is not restated here).</p>"
+        "(729 cells, m = 256; Fig. 3 Tiny-ImageNet, Fig. 4 at initialization, Fig. 5 CIFAR-10/100, Fig. 8 at "
+        "each architecture's best learning rate), shown beside both of our levels (the paper plots group means). "
+        "✓ / ✗: our τ over groups and over architectures has the published sign or not; · : the published "
+        f"|τ| is below 0.3, too close to zero for its sign to count.{_e(seeds_text)}</p>"
         f"<table id='headline-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></section>"
     )
 
@@ -323,6 +365,9 @@ def _paper_head(column: str) -> str:
 
 
 def _ranks_section(data: ReportData, top: int = 15) -> str:
+    if data.verdict is None:
+        return ("<section id='ranks'><h2>Ranks on the three axes (Table 1 style)</h2>"
+                "<p class='muted'>No ranks: no axis has a trained ground truth in this study.</p></section>")
     ranks = data.ranks
     champions = {a.champion for a in data.verdict.axes}
     sel = ranks[(ranks.index < top) | ranks["arch"].astype(str).isin(champions)] if "arch" in ranks else ranks.head(top)
@@ -427,19 +472,20 @@ def _run_section(data: ReportData) -> str:
 def render_html(data: ReportData, figures: Sequence[EmbeddedFigure]) -> str:
     """The report page (a complete HTML document as a string)."""
     v = data.verdict
+    ranked = f"{v.n_architectures} architectures ranked on {', '.join(a.axis for a in v.axes)}" if v else \
+        "no trained ground truth: not ranked"
     nav = "".join(f"<a href='#{i}'>{t}</a>" for i, t in (
-        ("verdict", "Verdict"), ("topology", "τ vs topology"), ("agreement", "Agreement"), ("ranks", "Ranks"),
+        ("topology", "The paper's trends"), ("verdict", "Verdict"), ("agreement", "Agreement"), ("ranks", "Ranks"),
         ("figures", "Figures"), ("architectures", "All architectures"), ("run", "What was run")))
     csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-    sub = (f"{v.n_architectures} architectures ranked on {', '.join(a.axis for a in v.axes)}; "
-           f"{len(figures)} figures")
+    sub = f"{ranked}; {len(figures)} figures"
     return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<meta http-equiv='Content-Security-Policy' content=\"{csp}\">"
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>" + GENERATOR_MARK
+        + f"<meta http-equiv='Content-Security-Policy' content=\"{csp}\">"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_e(data.title)}</h1><p class='sub'>{_e(sub)}</p><nav>{nav}</nav></header><main>"
-        + _verdict_section(data) + _headline_section(data) + _agreement_section(data) + _ranks_section(data)
+        + _headline_section(data) + _verdict_section(data) + _agreement_section(data) + _ranks_section(data)
         + _figures_section(figures) + _arch_section(data) + _run_section(data)
         + "</main><footer>Generated by trilemma "
         + _e(str(data.settings.get("versions", {}).get("trilemma", "")))

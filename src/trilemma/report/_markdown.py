@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Mapping, Sequence
 
-from trilemma.analysis import published_columns
+from trilemma.analysis import Verdict, published_columns
 from trilemma.report._data import ReportData
 from trilemma.report._figdata import metric_label
 from trilemma.report._html import format_value
@@ -14,8 +15,22 @@ from trilemma.report._html import format_value
 __all__ = ["render_markdown"]
 
 
+#: Characters that can start markup inside a line: emphasis, code, links/images, tables, strike.
+#: (``<``/``>``/``&`` become HTML entities; ``#``, ``-``, ``+`` only matter at a line start, where
+#: the renderer never puts user text.)
+_MD_SPECIAL = set("\\`*_[]|~")
+
+
+def _md(text: object) -> str:
+    """``text`` as literal Markdown: HTML (``<``, ``&``) as entities and every character that
+    can start inline markup backslash-escaped, newlines as spaces. Names and config text come
+    from a study's store, which may come from anyone."""
+    plain = html.escape(" ".join(str(text).split()), quote=False)
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in plain)
+
+
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md(text)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
@@ -32,10 +47,6 @@ def _tau(value: float, low: float, high: float) -> str:
     if math.isfinite(low) and math.isfinite(high):
         return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
     return f"{value:+.2f}"
-
-
-def _paper(value: float) -> str:
-    return f"{value:+.2f}" if math.isfinite(value) else "–"
 
 
 def _flat(mapping: Mapping[str, object], prefix: str = "") -> list[tuple[str, str]]:
@@ -61,8 +72,23 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
         top: Rows of the rank table to show.
     """
     v = data.verdict
+    out = [f"# {_md(data.title)}", ""]
+    out += _trends(data)
+    if v is None:
+        out += ["**Verdict.** No verdict: no axis has a trained ground truth in this study.", ""]
+    else:
+        out += [f"**Verdict.** {_md(v.headline())}", ""]
+        out += _winners(v)
+    if data.missing_axes:
+        out += ["Axes without a trained ground truth:", "",
+                *[f"- {_md(axis)}: {_md(why)}" for axis, why in data.missing_axes.items()], ""]
+    out += _rest(data, figure_files, top)
+    return "\n".join(out)
+
+
+def _winners(v: Verdict) -> list[str]:
     axes = [a.axis for a in v.axes]
-    out = [f"# {data.title}", "", f"**Verdict.** {v.headline()}", ""]
+    out: list[str] = []
     rows = []
     for a in v.axes:
         cells = []
@@ -72,36 +98,67 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
             cells.append(f"{format_value(s.rank)}/{s.n}{gap}")
         tied = f" (+{len(a.winners) - 1} tied)" if len(a.winners) > 1 else ""
         rows.append([a.axis, f"{metric_label(a.column)} ({'higher' if a.higher_is_better else 'lower'} is better)",
-                     f"`{a.champion}`{tied}", format_value(a.best_value), *cells])
+                     a.champion + tied, format_value(a.best_value), *cells])
     out += [_table(["axis", "ground truth", "winner", "best", *[f"rank on {b}" for b in axes]], rows,
                    "lllr" + "r" * len(axes)), ""]
     out += [f"Pareto front: {len(v.pareto_front)} of {v.n_architectures} architectures"
-            + (f" ({', '.join(v.pareto_front[:12])}{' …' if len(v.pareto_front) > 12 else ''})." if v.pareto_front else "."),
+            + (f" ({', '.join(_md(a) for a in v.pareto_front[:12])}{' …' if len(v.pareto_front) > 12 else ''})."
+               if v.pareto_front else "."),
             ""]
+    return out
+
+
+_SIGN_MARKS = {"agree": "✓", "disagree": "✗", "near zero": "·"}
+
+
+def _paper_mark(r: Mapping[str, object], p: str) -> str:
+    value = r[p]
+    if not isinstance(value, float) or not math.isfinite(value):
+        return "–"
+    suffix = p[len("paper"):]
+    marks = "".join(_SIGN_MARKS.get(str(r.get(k, "")), "") for k in (f"sign{suffix}", f"sign_arch{suffix}"))
+    return f"{value:+.2f} {marks}".strip()
+
+
+def _trends(data: ReportData) -> list[str]:
+    """The first section: each axis against topology beside every published value, signs marked."""
     h = data.headline
+    if not len(h):
+        return []
     papers = [c for c in published_columns() if c in h.columns]
-    if len(h):
-        out += ["## Each axis against topology (Kendall τ, 95% bootstrap CI)", ""]
-        rows = []
-        for _, r in h.iterrows():
-            rows.append([r["axis"], f"{metric_label(r['quantity'])} ({r['kind']})", metric_label(r["versus"]),
-                         _tau(r["tau_arch"], r["tau_arch_low"], r["tau_arch_high"]),
-                         _tau(r["tau_group"], r["tau_group_low"], r["tau_group_high"]),
-                         *[_paper(r[p]) for p in papers]])
-        out += [_table(["axis", "quantity", "versus", "τ architectures", "τ groups", *papers], rows,
-                       "lllrr" + "r" * len(papers)), ""]
+    out = ["## The paper's trends: each axis against topology (Kendall τ, 95% bootstrap CI)", ""]
+    if data.signs is not None:
+        out += [_md(data.signs.sentence()), ""]
+    seeds = data.metadata.get("seeds")
+    if isinstance(seeds, (list, tuple)) and seeds:
+        out += [f"Trained metrics are means over {len(seeds)} seed(s) per architecture. Marks after a published "
+                "value: our τ over groups, then over architectures: ✓ same sign, ✗ opposite sign, · published "
+                "|τ| < 0.3 (not counted).", ""]
+    rows = []
+    for _, r in h.iterrows():
+        rows.append([r["axis"], f"{metric_label(r['quantity'])} ({r['kind']})", metric_label(r["versus"]),
+                     _tau(r["tau_arch"], r["tau_arch_low"], r["tau_arch_high"]),
+                     _tau(r["tau_group"], r["tau_group_low"], r["tau_group_high"]),
+                     *[_paper_mark(r, p) for p in papers]])
+    out += [_table(["axis", "quantity", "versus", "τ architectures", "τ groups",
+                    *[p.replace("paper:", "paper ") for p in papers]], rows, "lllrr" + "r" * len(papers)), ""]
+    return out
+
+
+def _rest(data: ReportData, figure_files: Mapping[str, str] | None, top: int) -> list[str]:
+    out: list[str] = []
     ranks = data.ranks.head(top)
-    if len(ranks):
-        out += [f"## Best {len(ranks)} rank sums (rank 1 = best, ties: {v.rank_method})", ""]
+    if len(ranks) and data.verdict is not None:
+        out += [f"## Best {len(ranks)} rank sums (rank 1 = best, ties: {data.verdict.rank_method})", ""]
         cols = list(ranks.columns)
         out += [_table([metric_label(c) for c in cols], [[format_value(r[c]) for c in cols] for _, r in ranks.iterrows()],
                        "l" + "r" * (len(cols) - 1)), ""]
     if data.notes:
-        out += ["## Notes", "", *[f"- {n}" for n in data.notes], ""]
+        out += ["## Notes", "", *[f"- {_md(n)}" for n in data.notes], ""]
     if figure_files:
-        out += ["## Figures", "", *[f"- [{t}]({p})" for t, p in figure_files.items()], ""]
+        out += ["## Figures", "", *[f"- [{_md(t)}](<{_md(p)}>)" for t, p in figure_files.items()], ""]
     out += ["## What was run", ""]
     pairs = _flat(data.metadata) if data.metadata else [("metadata", "none given")]
     pairs += _flat({k: v for k, v in data.settings.items()}, "analysis.")
     out += [_table(["key", "value"], pairs), ""]
-    return "\n".join(out)
+    return out

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["Topology", "topology", "path_depth_counts", "enumerate_paths"]
 
 MAX_ENUMERATED_PATHS = 100_000
+#: Largest P whose sorted path depths are written out one by one in :attr:`Topology.depths_text`.
+MAX_LISTED_DEPTHS = 1000
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,17 @@ class Topology:
 
     @property
     def sorted_depths(self) -> tuple[int, ...]:
+        """Every path's depth, sorted (P entries: use :attr:`depth_counts` for large P)."""
         return tuple(sorted(d for d, c in self.depth_counts for _ in range(c)))
+
+    @property
+    def depths_text(self) -> str:
+        """The path depths as text: sorted and space-separated (``"0 1 2 2"``) when P is at most
+        :data:`MAX_LISTED_DEPTHS`, else the depth histogram as ``depth×count`` items
+        (``"1×1 2×23 3×253 …"``), so that a cell with millions of paths stays one short value."""
+        if self.num_paths <= MAX_LISTED_DEPTHS:
+            return " ".join(str(d) for d in self.sorted_depths)
+        return " ".join(f"{d}×{c}" for d, c in self.depth_counts)
 
     @property
     def group(self) -> tuple[int, float] | None:
@@ -101,7 +113,7 @@ class Topology:
             "num_param_paths": self.num_param_paths,
             "num_linear": self.num_linear,
             "max_depth": self.max_depth,
-            "depths": " ".join(str(d) for d in self.sorted_depths),
+            "depths": self.depths_text,
             "has_path": self.has_path,
             "has_param_path": self.has_param_path,
         }

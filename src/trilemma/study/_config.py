@@ -43,6 +43,10 @@ A study file looks like (every section but ``name`` and ``[space]`` is optional)
     [training.metrics]               # SPEC §3 curve metrics
     eps = 5e-3
     [tasks.probe]                    # a plug-in task kind, by its registered name
+    [analysis]                       # how the report reads the results (optional)
+    axes = { convergence = "epochs_to_50" }   # each axis's ground truth (the papers' by default)
+    exclude_unconverged = false      # keep runs that never reached the loss plateau (flagged)
+
     [executor]
     kind = "local"                   # "serial", "local" (processes) or "ray"
     n_workers = 2
@@ -80,6 +84,7 @@ __all__ = [
     "TheoryConfig",
     "MeasuresConfig",
     "TrainingConfig",
+    "AnalysisConfig",
     "ExecutorConfig",
     "load_config",
     "parse_config",
@@ -352,6 +357,34 @@ class TrainingConfig(_Section):
         raise ValueError("must be a positive integer or 'auto'")
 
 
+class AnalysisConfig(_Section):
+    """How the report analyses the results (read by ``trilemma report``).
+
+    Attributes:
+        axes: ``{axis: column}`` replacing an axis's ground truth. Defaults are the papers':
+            ``expressivity`` (training loss at convergence), ``epochs_to_<p>`` with ``p`` the
+            training's ``accuracy_threshold`` (epochs to 50% training accuracy by default) and
+            ``generalization_gap``. E.g. ``axes = { convergence = "steps_to_50" }`` for the
+            sub-epoch crossing, or ``"convergence_epoch"`` for the loss plateau.
+        exclude_unconverged: Leave out runs whose training loss never reached the plateau
+            (default: keep them, flagged, with the last epochs' loss and gap).
+    """
+
+    axes: dict[str, str] = Field(default_factory=dict)
+    exclude_unconverged: bool = False
+
+    @field_validator("axes")
+    @classmethod
+    def _known_axes(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - {"expressivity", "convergence", "generalization"})
+        if unknown:
+            raise ValueError(f"unknown axis {unknown}; axes are expressivity, convergence, generalization")
+        for axis, col in v.items():
+            if not isinstance(col, str) or not col:
+                raise ValueError(f"the ground truth of {axis!r} must be a column name, got {col!r}")
+        return v
+
+
 class ExecutorConfig(_Section):
     """Where the tasks run.
 
@@ -407,6 +440,7 @@ class StudyConfig(_Section):
     measures: MeasuresConfig | None = None
     training: TrainingConfig | None = None
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     base_dir: str = Field(".", exclude=True)
 
@@ -485,7 +519,7 @@ class StudyConfig(_Section):
 
     def fingerprint(self) -> str:
         """Hash of the settings that change results (executor, store, description excluded)."""
-        data = self.model_dump(mode="json", exclude={"executor", "store", "description", "name"})
+        data = self.model_dump(mode="json", exclude={"executor", "store", "description", "name", "analysis"})
         return stable_hash(data)
 
 
@@ -605,7 +639,9 @@ def format_validation_error(
 def config_error(source: str, lines: Sequence[str]) -> ConfigError:
     """A :class:`ConfigError` listing ``lines`` under a header naming ``source``."""
     n = len(lines)
-    head = f"invalid study config {source} ({n} problem{'s' if n != 1 else ''}):"
+    if n == 1:  # one problem: one line
+        return ConfigError(f"invalid study config {source}: {lines[0]}")
+    head = f"invalid study config {source} ({n} problems):"
     return ConfigError("\n  ".join([head, *lines]))
 
 

@@ -11,8 +11,8 @@
 
 Every executor yields ``(job, outcomes)`` as jobs finish, keeping at most
 ``n_workers × max_in_flight`` jobs submitted ahead. A worker process that dies (out of
-memory, killed) fails the tasks of its in-flight jobs with a message saying so; the local
-pool is then restarted and the study goes on.
+memory, killed) fails the tasks of the job it was running, with a message saying so; the
+jobs interrupted beside it are re-run (the local pool is restarted) and the study goes on.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from trilemma.errors import ConfigError
 from trilemma.study._config import ExecutorConfig
 from trilemma.study._tasks import Job, Outcome, execute_job, now_iso
 
-__all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "make_executor", "default_threads"]
+__all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "make_executor", "default_threads", "cpu_count"]
 
 logger = logging.getLogger(__name__)
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
+    """CPUs this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -46,7 +47,7 @@ def _cpu_count() -> int:
 
 def default_threads(n_workers: int) -> int:
     """torch threads per worker so that ``n_workers`` workers share the CPUs."""
-    return max(1, _cpu_count() // max(1, n_workers))
+    return max(1, cpu_count() // max(1, n_workers))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -95,7 +96,7 @@ class Executor:
 
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
-        self.n_workers = config.n_workers or _cpu_count()
+        self.n_workers = config.n_workers or cpu_count()
         self.threads: int | None = config.threads_per_worker or default_threads(self.n_workers)
 
     def __enter__(self) -> Executor:
@@ -151,6 +152,7 @@ class LocalExecutor(Executor):
     def __init__(self, config: ExecutorConfig) -> None:
         super().__init__(config)
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._isolated: set[Job] = set()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         ctx = multiprocessing.get_context(self.config.start_method)
@@ -165,36 +167,63 @@ class LocalExecutor(Executor):
             self._pool = None
 
     def run(self, jobs: Iterable[Job], on_submit: Callable[[Job], None] | None = None) -> Iterator[tuple[Job, list[Outcome]]]:
+        """Run ``jobs`` on the pool (see :meth:`Executor.run`).
+
+        When a worker process dies, the pool breaks and every job in flight is interrupted,
+        though only one of them was running in the dead worker. Those jobs are *suspects*:
+        they are re-run one at a time on a fresh pool, so the job that kills its worker again
+        is the only one failed ("worker process died while running this job") and the jobs
+        that were merely queued or running beside it complete normally.
+        """
         pending = iter(jobs)
         limit = self.n_workers * self.config.max_in_flight
         futures: dict[cf.Future[list[Outcome]], Job] = {}
+        suspects: list[Job] = []
         if self._pool is None:
             self._pool = self._new_pool()
         try:
             while True:
-                while len(futures) < limit:
-                    job = next(pending, None)
-                    if job is None:
+                isolating = bool(suspects) or any(j in self._isolated for j in futures.values())
+                while len(futures) < (1 if isolating else limit):
+                    if suspects:
+                        job = suspects.pop(0)
+                        self._isolated.add(job)
+                    elif isolating:
                         break
-                    if on_submit:
-                        on_submit(job)
+                    else:
+                        nxt = next(pending, None)
+                        if nxt is None:
+                            break
+                        job = nxt
+                        if on_submit:
+                            on_submit(job)
                     futures[self._pool.submit(execute_job, job)] = job
+                    isolating = bool(suspects) or job in self._isolated
                 if not futures:
                     return
                 done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-                broken = False
+                broken: list[Job] = []
                 for fut in done:
                     job = futures.pop(fut)
                     try:
-                        yield job, fut.result()
+                        outcomes = fut.result()
                     except cf.process.BrokenProcessPool as err:
-                        broken = True
-                        yield job, _lost(job, f"worker process died while running this job ({err}); "
-                                              f"it may have run out of memory")
+                        if job in self._isolated:  # alone on the pool: this job killed its worker
+                            self._isolated.discard(job)
+                            broken.append(job)
+                            yield job, _lost(job, f"worker process died while running this job ({err}); "
+                                                  f"it may have run out of memory")
+                        else:
+                            broken.append(job)
+                            suspects.append(job)
+                        continue
+                    self._isolated.discard(job)
+                    yield job, outcomes
                 if broken:
-                    for fut, job in list(futures.items()):
-                        futures.pop(fut)
-                        yield job, _lost(job, "worker pool broke (a worker process died) while this job was queued")
+                    suspects.extend(j for j in futures.values() if j not in suspects)
+                    futures.clear()
+                    logger.warning("a worker process died; re-running the %d job(s) it interrupted one at a time "
+                                   "to find the one that killed it", len(suspects))
                     self._pool.shutdown(wait=False, cancel_futures=True)
                     self._pool = self._new_pool()
         except BaseException:  # Ctrl-C, or the consumer stopped: do not wait for running jobs
@@ -238,8 +267,17 @@ class RayExecutor(Executor):
                 kwargs["address"] = config.address
             elif config.n_workers:
                 threads = config.threads_per_worker or default_threads(config.n_workers)
-                kwargs["num_cpus"] = max(config.n_workers * threads, _cpu_count())
-            ray.init(**kwargs)
+                kwargs["num_cpus"] = max(config.n_workers * threads, cpu_count())
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                where = f"the Ray cluster at {config.address!r}" if config.address else "a local Ray instance"
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ConfigError(
+                    f"executor: cannot start or reach {where}: {first}. Start a cluster (`ray start --head`), "
+                    f"give its address (executor.address / --address), or leave the address out to start a "
+                    f"local instance"
+                ) from None
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         super().__init__(config)

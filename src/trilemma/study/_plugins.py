@@ -11,9 +11,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from trilemma.errors import ConfigError
+from trilemma.errors import ConfigError, PluginError, TrilemmaError
 
-__all__ = ["import_plugin", "import_object", "is_object_ref"]
+__all__ = ["import_plugin", "import_object", "is_object_ref", "call_plugin"]
 
 
 def _module_from_file(path: Path) -> ModuleType:
@@ -30,10 +30,33 @@ def _module_from_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except Exception as err:
+        del sys.modules[name]
+        raise PluginError(f"plug-in file {str(path)!r} raised {type(err).__name__} while being imported: {err}") from err
     except BaseException:
         del sys.modules[name]
         raise
     return module
+
+
+def call_plugin(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call user code, turning its exceptions into :class:`~trilemma.errors.PluginError`.
+
+    Args:
+        what: What is called, for the message (e.g. ``"space function 'my.py:space'"``).
+        fn: The callable.
+
+    Raises:
+        PluginError: ``fn`` raised; the message names ``what`` and repeats the exception's
+            own message, and the exception is chained as ``__cause__`` (``trilemma -v``
+            prints its traceback).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except TrilemmaError:
+        raise
+    except Exception as err:
+        raise PluginError(f"{what} raised {type(err).__name__}: {err}") from err
 
 
 def import_plugin(ref: str, base_dir: str | Path = ".") -> ModuleType:
@@ -48,6 +71,7 @@ def import_plugin(ref: str, base_dir: str | Path = ".") -> ModuleType:
 
     Raises:
         ConfigError: The module or file does not exist.
+        PluginError: Importing it raised.
     """
     if ref.endswith(".py") or "/" in ref or "\\" in ref:
         path = Path(ref)
@@ -64,7 +88,11 @@ def import_plugin(ref: str, base_dir: str | Path = ".") -> ModuleType:
                 f"plug-in module {ref!r} cannot be imported ({err}); give an importable module name "
                 f"or a path to a .py file"
             ) from None
+        raise PluginError(f"plug-in module {ref!r} raised {type(err).__name__} while being imported: {err}") from err
+    except TrilemmaError:
         raise
+    except Exception as err:
+        raise PluginError(f"plug-in module {ref!r} raised {type(err).__name__} while being imported: {err}") from err
 
 
 def is_object_ref(ref: str) -> bool:

@@ -41,8 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trilemma.errors import ConfigError, InvalidArgumentError, StoreError
+from trilemma._outputs import check_output_file
+from trilemma.errors import ConfigError, InvalidArgumentError, StoreError, TrilemmaError
 from trilemma.study._config import StudyConfig, load_config
+from trilemma.study._plugins import is_object_ref
+from trilemma.study._spaces import make_space
 from trilemma.study._store import Store, StoredRow
 from trilemma.study._tasks import TaskKey
 
@@ -112,18 +115,27 @@ def _seed_free(task: str, rows: list[StoredRow]) -> bool:
         return all(r.seed == 0 for r in rows)
 
 
-def _space_columns(config: StudyConfig | None, archs: list[str]) -> dict[str, dict[str, Any]]:
-    if config is None:
+def _space_columns(store: Store, config: StudyConfig | None, archs: list[str]) -> dict[str, dict[str, Any]]:
+    """Each architecture's descriptive columns, from the store alone.
+
+    The run records them (``archs`` table); reading never imports the space's code, so a
+    store from someone else cannot make ``export`` or ``report`` run anything. A store
+    written before they were recorded (schema version 1) gets them recomputed only for a
+    built-in space, whose code is trilemma's own.
+    """
+    stored = store.arch_columns()
+    if stored is not None:
+        return {a: stored[a] for a in archs if a in stored}
+    if config is None or is_object_ref(config.space.name) or config.plugins:
+        if config is not None:
+            logger.warning("store %s has no recorded architecture columns and names a plug-in space; "
+                           "run the study once with this trilemma version to record them", store.path)
         return {}
     try:
-        from trilemma.study._spaces import make_space
-        from trilemma.study._tasks import load_plugins
-
-        load_plugins(config)
         space = make_space(config.space, config.base_dir)
         return {a: space.columns(a) for a in archs}
-    except (ConfigError, Exception) as err:  # noqa: BLE001 - columns are a convenience
-        logger.warning("topology columns unavailable (space %r): %s", config.space.name, err)
+    except TrilemmaError as err:
+        logger.warning("architecture columns unavailable (space %r): %s", config.space.name, err)
         return {}
 
 
@@ -131,11 +143,14 @@ def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def load_results(study: str | Path | StudyConfig) -> pd.DataFrame:
+def load_results(study: str | Path | StudyConfig, *, include_stale: bool = False) -> pd.DataFrame:
     """The study's results as one table (columns in the module docstring).
+
+    Reading runs no code named by the store: descriptive columns come from the store.
 
     Args:
         study: A config, a TOML path, a store path, or a study name in ``runs/``.
+        include_stale: Also rows of an older config (not in the latest run's plan).
 
     Returns:
         One row per ``(arch, dataset, seed)``; see :mod:`trilemma.study._results`.
@@ -147,7 +162,9 @@ def load_results(study: str | Path | StudyConfig) -> pd.DataFrame:
 
     store, config = open_study(study)
     with store:
-        rows = store.rows()
+        rows = store.rows(include_stale=include_stale)
+        order = store.arch_columns()
+        space_cols = _space_columns(store, config, list(dict.fromkeys(r.arch for r in rows)))
     by_task: dict[str, list[StoredRow]] = {}
     for r in rows:
         by_task.setdefault(r.task, []).append(r)
@@ -155,10 +172,9 @@ def load_results(study: str | Path | StudyConfig) -> pd.DataFrame:
     # the row index: (arch, dataset, seed) of data-bound tasks, else of all tasks
     bound = sorted({(r.arch, r.dataset, r.seed) for r in rows if r.dataset})
     index = bound or sorted({(r.arch, r.dataset, r.seed) for r in rows})
-    arch_order = _arch_order(config, rows)
+    arch_order: dict[str, float] = {a: i for i, a in enumerate(order or {})}
     index.sort(key=lambda t: (t[1], t[2], arch_order.get(t[0], math.inf), t[0]))
     seed_free = {t: _seed_free(t, rs) for t, rs in by_task.items()}
-    space_cols = _space_columns(config, list(dict.fromkeys(a for a, _, _ in index)))
     task_order = [t for t in ("theory", "measures", "train") if t in by_task] + sorted(
         t for t in by_task if t not in ("theory", "measures", "train")
     )
@@ -199,18 +215,6 @@ def load_results(study: str | Path | StudyConfig) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["arch", "dataset", "seed", "status"])
     return df
-
-
-def _arch_order(config: StudyConfig | None, rows: list[StoredRow]) -> dict[str, float]:
-    if config is not None and config.space.name == "dag":
-        from trilemma.errors import TrilemmaError
-        from trilemma.spaces import CellSpec
-
-        try:
-            return {r.arch: CellSpec.parse(r.arch).index for r in rows}
-        except TrilemmaError:  # a store edited by hand: fall back to name order
-            return {}
-    return {}
 
 
 def _combined(statuses: Mapping[str, str]) -> str:
@@ -267,6 +271,10 @@ class StudyStatus:
         by_task: ``{task: {status: rows}}``.
         failures: ``(task key, first error line)`` of every failed row.
         meta: The store's meta entries (without the config text).
+        live: A run holds the store's lock right now. When it does not, ``running`` rows
+            were left by a run that died: they are :attr:`interrupted` and the next run
+            resumes them.
+        stale: Rows of an older config, not counted above (``include_stale=True`` counts them).
     """
 
     name: str
@@ -275,6 +283,13 @@ class StudyStatus:
     by_task: dict[str, dict[str, int]]
     failures: list[tuple[TaskKey, str]] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    live: bool = False
+    stale: int = 0
+
+    @property
+    def interrupted(self) -> int:
+        """Rows left ``running`` by a run that is no longer alive (resumable)."""
+        return 0 if self.live else self.counts.get("running", 0)
 
     @property
     def total(self) -> int:
@@ -286,17 +301,25 @@ class StudyStatus:
         return self.total > 0 and self.counts["complete"] + self.counts["diverged"] == self.total
 
 
-def study_status(study: str | Path | StudyConfig) -> StudyStatus:
-    """Counts by status (overall and per task kind) and the failures with their first error line."""
+def study_status(study: str | Path | StudyConfig, *, include_stale: bool = False) -> StudyStatus:
+    """Counts by status (overall and per task kind) and the failures with their first error line.
+
+    Args:
+        study: A config, a TOML path, a store path or a study name.
+        include_stale: Also count rows of an older config (hidden by default).
+    """
     from trilemma.study._runner import first_error_line
 
     store, _ = open_study(study)
     with store:
         meta = store.meta()
-        failures = [(r.key, first_error_line(r.error)) for r in store.rows(status="failed")]
+        failures = [(r.key, first_error_line(r.error))
+                    for r in store.rows(status="failed", include_stale=include_stale)]
         return StudyStatus(
-            name=meta.get("study", "?"), store=store.path, counts=store.counts(), by_task=store.counts_by_task(),
-            failures=failures, meta={k: v for k, v in meta.items() if k != "config"},
+            name=meta.get("study", "?"), store=store.path, counts=store.counts(include_stale=include_stale),
+            by_task=store.counts_by_task(include_stale=include_stale), failures=failures,
+            meta={k: v for k, v in meta.items() if k != "config"}, live=store.is_locked(),
+            stale=0 if include_stale else store.stale_count(),
         )
 
 
@@ -371,8 +394,8 @@ def to_nb_suite_zero(study: str | Path | StudyConfig) -> dict[str, dict[str, dic
     store, config = open_study(study)
     with store:
         rows = store.rows(status=("complete", "diverged"))
-    archs = list(dict.fromkeys(r.arch for r in rows))
-    space_cols = _space_columns(config, archs)
+        archs = list(dict.fromkeys(r.arch for r in rows))
+        space_cols = _space_columns(store, config, archs)
     datasets = sorted({r.dataset for r in rows if r.dataset}) or [""]
     seed_free = {t: _seed_free(t, [r for r in rows if r.task == t]) for t in {r.task for r in rows}}
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -426,7 +449,8 @@ def to_nb_suite_zero(study: str | Path | StudyConfig) -> dict[str, dict[str, dic
 
 
 def export_study(
-    study: str | Path | StudyConfig, format: str = "csv", out: str | Path | None = None
+    study: str | Path | StudyConfig, format: str = "csv", out: str | Path | None = None, *,
+    include_stale: bool = False,
 ) -> Path:
     """Write the study's results to a file.
 
@@ -434,7 +458,9 @@ def export_study(
         study: A config, a TOML path, a store path or a study name.
         format: ``"csv"`` or ``"parquet"`` (the :func:`load_results` table) or ``"json"``
             (NAS-Bench-Suite-Zero layout, :func:`to_nb_suite_zero`).
-        out: Output path (default: next to the store, ``<store stem>.<format>``).
+        out: Output path (default: next to the store, ``<store stem>.<format>``). Outputs
+            are overwritten; a study store or a file of another kind never is.
+        include_stale: Also rows of an older config (csv / parquet).
 
     Returns:
         The path written.
@@ -443,17 +469,24 @@ def export_study(
         InvalidArgumentError: Unknown format.
         StoreError: No store.
         ConfigError: Parquet requested without pyarrow installed.
+        OutputPathError: ``out`` is a study store (or one of its files), a folder, or an
+            existing file that is not an earlier export of this format.
     """
     if format not in EXPORT_FORMATS:
         raise InvalidArgumentError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     store_path = resolve_store(study)
-    path = Path(out) if out is not None else store_path.with_suffix(f".{format}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        path = Path(out)
+    else:  # next to the store; never the store itself (a store may be named x.csv)
+        path = store_path.with_suffix(f".{format}")
+        if path.resolve() == store_path.resolve():
+            path = store_path.with_name(f"{store_path.name}.{format}")
+    check_output_file(path, format, header="arch" if format == "csv" else None, what="export --out")
     if format == "json":
         data = to_nb_suite_zero(store_path)
         path.write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
         return path
-    df = load_results(store_path)
+    df = load_results(store_path, include_stale=include_stale)
     if format == "csv":
         df.to_csv(path, index=False, lineterminator="\n")
     else:

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from trilemma import __version__
-from trilemma.errors import ConfigError, StoreError
-from trilemma.study._config import StudyConfig, config_error, load_config
-from trilemma.study._executors import Executor, make_executor
+from trilemma.errors import ConfigError
+from trilemma.study._config import StudyConfig, config_error, format_validation_error, load_config
+from trilemma.study._executors import Executor, cpu_count, make_executor
+from trilemma.study._resources import check_datasets, check_memory
 from trilemma.study._spaces import StudySpace, select_archs
 from trilemma.study._store import Store
 from trilemma.study._tasks import (
@@ -68,18 +71,30 @@ class StudyPlan:
     def hashes(self) -> dict[TaskKey, str]:
         return dict(self.tasks)
 
+    def arch_columns(self) -> dict[str, dict[str, Any]]:
+        """Each architecture's descriptive columns, in plan order (stored with the results)."""
+        return {a: self.space.columns(a) for a in self.archs}
 
-def plan_study(config: StudyConfig | str | Path | Mapping[str, Any]) -> StudyPlan:
-    """Validate the names in a config and list the study's tasks.
+
+def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: bool = False,
+               check_resources: bool = True) -> StudyPlan:
+    """Validate a config and list the study's tasks, before anything runs.
+
+    Checks every name (space, architectures, task kinds, measures, datasets, training
+    fields), that every dataset can be loaded, and that the largest job fits the machine's
+    memory (:mod:`trilemma.study._resources`).
 
     Args:
         config: A :class:`StudyConfig`, a TOML path or a mapping.
+        force: Skip the memory check (the other checks still apply).
+        check_resources: Check datasets and memory (``False``: names only, no data loaded).
 
     Returns:
         The :class:`StudyPlan`.
 
     Raises:
         ConfigError: Any structural or semantic problem, one line per problem with its key path.
+        PluginError: A plug-in module or space function raised.
     """
     cfg = load_config(config)
     load_plugins(cfg)
@@ -105,6 +120,11 @@ def plan_study(config: StudyConfig | str | Path | Mapping[str, Any]) -> StudyPla
         lines.extend(problems)
         if not problems and not lines:
             kinds[name] = (kind, kind.options(cfg))
+    if not lines and check_resources:
+        if cfg.datasets:  # even dataset-free kinds read the input shape from the first one
+            lines.extend(check_datasets(ctx))
+        if not lines and not force:
+            lines.extend(check_memory(ctx, archs, cfg.executor.n_workers or cpu_count()))
     if lines:
         raise config_error(_source(cfg), list(dict.fromkeys(lines)))
     tasks: list[tuple[TaskKey, str]] = []
@@ -181,6 +201,7 @@ class Progress:
         diverged: Finished diverged in this run.
         elapsed: Seconds since the run started.
         last: The last finished job, e.g. ``"train digits seed 0 (109 archs)"``.
+        jobs_done: Jobs finished in this run.
     """
 
     total: int
@@ -192,6 +213,7 @@ class Progress:
     diverged: int
     elapsed: float
     last: str = ""
+    jobs_done: int = 0
 
     @property
     def rate(self) -> float:
@@ -200,8 +222,13 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the current rate (``None`` until a rate is known)."""
-        if not self.finished:
+        """Seconds left at the current rate; ``None`` until the rate means something.
+
+        Jobs differ in size (a batched training job holds many tasks and runs for minutes,
+        a theory job finishes in milliseconds), so the first jobs say little about the
+        rest: no estimate is given before two jobs and a tenth of the queued tasks are done.
+        """
+        if self.jobs_done < 2 or self.finished < max(1, 0.1 * self.queued) or self.rate <= 0:
             return None
         return (self.queued - self.finished) / self.rate
 
@@ -272,8 +299,12 @@ def _with_executor(cfg: StudyConfig, kind: str | None, n_workers: int | None, ad
     merged = {**cfg.executor.model_dump(), **update}
     try:
         executor = type(cfg.executor).model_validate(merged)
-    except Exception as err:  # noqa: BLE001 - pydantic ValidationError
-        raise ConfigError(f"invalid executor override {update}: {err}") from None
+    except ValidationError as err:
+        names = {"kind": "--executor", "n_workers": "--workers", "address": "--address"}
+        lines = [line.replace(f"executor.{k}:", f"{flag} (executor.{k}):", 1)
+                 for line in format_validation_error(err, type(cfg.executor), prefix=("executor",))
+                 for k, flag in names.items() if line.startswith(f"executor.{k}:")]
+        raise config_error("override", lines or [str(err).splitlines()[0]]) from None
     return cfg.model_copy(update={"executor": executor})
 
 
@@ -287,6 +318,7 @@ def run_study(
     progress: Callable[[Progress], None] | None = None,
     rerun_failed: bool = True,
     rerun_changed: bool = False,
+    force: bool = False,
 ) -> StudySummary:
     """Run a study to completion, resuming whatever an earlier run left.
 
@@ -299,6 +331,7 @@ def run_study(
         progress: Called with a :class:`Progress` at the start and after every job.
         rerun_failed: Run tasks that failed in an earlier run again (default).
         rerun_changed: Recompute completed tasks whose settings changed since (else an error).
+        force: Run even when the estimated memory of the largest model exceeds the machine's.
 
     Returns:
         A :class:`StudySummary` (counts, failures, store path, wall time).
@@ -307,57 +340,78 @@ def run_study(
         ConfigError: The config is invalid.
         StoreError: The store belongs to another study, has another schema version, is
             locked by a running study, or holds results computed under other settings.
+            A refused run leaves the store unchanged; a run that fails before its first
+            result leaves no new store behind.
     """
     cfg = _with_executor(load_config(config), executor, n_workers, address)
-    plan = plan_study(cfg)
+    plan = plan_study(cfg, force=force)
     path = Path(store) if store is not None else cfg.store_path()
+    created = not path.exists()
     t0 = time.perf_counter()
-    with Store(path, create=True) as st, st.run_lock():
-        owner = st.meta().get("study")
-        if owner is not None and owner != cfg.name:
-            raise StoreError(
-                f"store {str(path)!r} belongs to study {owner!r}, not {cfg.name!r}; "
-                f"give this study its own store"
-            )
-        st.set_meta(study=cfg.name, config=cfg.to_json(), config_hash=cfg.fingerprint(),
-                    trilemma_version=__version__, last_run_started=now_iso())
-        st.requeue_running()
-        todo = st.sync_plan(plan.tasks, rerun_failed=rerun_failed, rerun_changed=rerun_changed)
-        summary = StudySummary(cfg.name, path, total=len(plan.tasks), skipped=len(plan.tasks) - len(todo), ran=0)
-        logger.info("study %s: %d tasks, %d to run, store %s", cfg.name, len(plan.tasks), len(todo), path)
+    recorded = False
+    try:
+        with Store(path, create=True) as st, st.run_lock():
+            # checks first: a refused run changes nothing in the store
+            st.check_owner(cfg.name)
+            changes = st.plan_changes(plan.tasks, rerun_failed=rerun_failed, rerun_changed=rerun_changed)
+            arch_columns = plan.arch_columns()
+            todo = changes.todo
+            ex: Executor | None = make_executor(cfg.executor) if todo else None
+            st.begin_run(changes, {
+                "study": cfg.name, "config": cfg.to_json(), "config_hash": cfg.fingerprint(),
+                "trilemma_version": __version__, "last_run_started": now_iso(), "space_name": plan.space.name,
+            }, arch_columns)
+            summary = StudySummary(cfg.name, path, total=len(plan.tasks), skipped=len(plan.tasks) - len(todo), ran=0)
+            logger.info("study %s: %d tasks, %d to run, store %s", cfg.name, len(plan.tasks), len(todo), path)
+            jobs_done = 0
 
-        def report(last: str = "") -> None:
-            if progress is not None:
-                progress(Progress(summary.total, summary.skipped, len(todo), summary.ran, summary.complete,
-                                  summary.failed, summary.diverged, time.perf_counter() - t0, last))
+            def report(last: str = "") -> None:
+                if progress is not None:
+                    progress(Progress(summary.total, summary.skipped, len(todo), summary.ran, summary.complete,
+                                      summary.failed, summary.diverged, time.perf_counter() - t0, last, jobs_done))
 
-        if not todo:
-            report()
-        else:
-            ex: Executor = make_executor(cfg.executor)
-            summary.executor = ex.describe()
-            jobs = make_jobs(plan, todo, ex.n_workers, ex.threads)
-            logger.info("%d job(s) on the %s", len(jobs), summary.executor)
-            report()
-            hashes = plan.hashes()
-            try:
-                with ex:
-                    for job, outcomes in ex.run(jobs, on_submit=lambda j: st.mark_running(j.keys())):
-                        st.record(outcomes, hashes)
-                        _count(summary, outcomes)
-                        report(f"{job.task} {job.dataset + ' ' if job.dataset else ''}seed {job.seed} "
-                               f"({len(job.archs)} arch{'s' if len(job.archs) != 1 else ''})")
-            except KeyboardInterrupt:
-                summary.interrupted = True
-                logger.warning("interrupted: tasks in flight go back to pending; run again to resume")
-            finally:
-                st.requeue_running()
-        st.set_meta(last_run_finished=now_iso())
-        summary.counts = st.counts()
+            if ex is None:
+                report()
+            else:
+                summary.executor = ex.describe()
+                jobs = make_jobs(plan, todo, ex.n_workers, ex.threads)
+                logger.info("%d job(s) on the %s", len(jobs), summary.executor)
+                report()
+                hashes = plan.hashes()
+                try:
+                    with ex:
+                        for job, outcomes in ex.run(jobs, on_submit=lambda j: st.mark_running(j.keys())):
+                            st.record(outcomes, hashes)
+                            recorded = True
+                            jobs_done += 1
+                            _count(summary, outcomes)
+                            report(f"{job.task} {job.dataset + ' ' if job.dataset else ''}seed {job.seed} "
+                                   f"({len(job.archs)} arch{'s' if len(job.archs) != 1 else ''})")
+                except KeyboardInterrupt:
+                    summary.interrupted = True
+                    logger.warning("interrupted: tasks in flight go back to pending; run again to resume")
+                finally:
+                    st.requeue_running()
+            st.set_meta(last_run_finished=now_iso())
+            summary.counts = st.counts()
+    except BaseException:
+        if created and not recorded:
+            _remove_store(path)  # a run that failed before any result leaves no empty store behind
+        raise
     summary.seconds = time.perf_counter() - t0
     if summary.failed:
         logger.info("%d task(s) failed; see `trilemma status %s`", summary.failed, path)
     return summary
+
+
+def _remove_store(path: Path) -> None:
+    for p in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal", ".lock"))):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as err:  # pragma: no cover - permissions changed under us
+            logger.warning("could not remove %s: %s", p, err)
 
 
 def _count(summary: StudySummary, outcomes: Sequence[Outcome]) -> None:

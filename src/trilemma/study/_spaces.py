@@ -25,7 +25,7 @@ from typing import Any
 from trilemma._registry import Registry
 from trilemma.errors import ConfigError, InvalidSpecError, TrilemmaError
 from trilemma.study._config import SpaceConfig
-from trilemma.study._plugins import import_object, is_object_ref
+from trilemma.study._plugins import call_plugin, import_object, is_object_ref
 
 __all__ = ["StudySpace", "DagSpace", "CallableSpace", "register_space", "make_space", "select_archs", "list_spaces"]
 
@@ -170,7 +170,7 @@ class CallableSpace(StudySpace):
 
     @classmethod
     def from_function(cls, ref: str, fn: Callable[..., Any], options: Mapping[str, Any]) -> CallableSpace:
-        out = fn(**options)
+        out = call_plugin(f"space function {ref!r}", fn, **options)
         if not isinstance(out, tuple) or len(out) not in (2, 3):
             raise ConfigError(
                 f"space {ref!r}: the function must return (archs, build_model) or "
@@ -205,7 +205,7 @@ class CallableSpace(StudySpace):
     def columns(self, arch: str) -> dict[str, Any]:
         obj = self.archs[arch]
         if self.column_fn is not None:
-            return dict(self.column_fn(obj))
+            return dict(call_plugin(f"columns function of space {self.ref!r}", self.column_fn, obj))
         topo = getattr(obj, "topology", None)
         if topo is not None and hasattr(topo, "as_dict"):
             return dict(topo.as_dict())
@@ -220,7 +220,8 @@ class CallableSpace(StudySpace):
     def build_model(self, arch: str, **kwargs: Any) -> Any:
         if self.builder is None:
             raise ConfigError(f"space {self.ref!r} has no model builder")
-        return _call_accepting(self.builder, self.archs[arch], **kwargs)
+        return call_plugin(f"build_model of space {self.ref!r}", _call_accepting, self.builder, self.archs[arch],
+                           **kwargs)
 
 
 _SPACES: Registry[Callable[..., StudySpace]] = Registry("study space")

@@ -363,6 +363,9 @@ class ProbeOptions(BaseModel):
         sleep: Seconds each task sleeps (to simulate work).
         fail: Architectures whose task raises ``RuntimeError``.
         diverge: Architectures whose result is marked diverged.
+        crash: Architectures whose task kills its worker process (``os._exit``), to test how
+            executors survive a dying worker; in the driver process (serial executor) it
+            raises instead.
         batched: Run tasks of one (dataset, seed) through :meth:`run_batch` in one job.
         group_size: Most tasks per batched job.
     """
@@ -372,6 +375,7 @@ class ProbeOptions(BaseModel):
     sleep: float = Field(0.0, ge=0, le=60)
     fail: tuple[str, ...] = ()
     diverge: tuple[str, ...] = ()
+    crash: tuple[str, ...] = ()
     batched: bool = False
     group_size: int = Field(8, ge=1)
 
@@ -401,6 +405,12 @@ class ProbeTask(TaskKind):
             time.sleep(options.sleep)
         if arch in options.fail:
             raise RuntimeError(f"probe: planted failure for {arch}")
+        if arch in options.crash:
+            import multiprocessing
+
+            if multiprocessing.parent_process() is None:
+                raise RuntimeError(f"probe: planted crash for {arch} (not a worker process, so not exiting)")
+            os._exit(70)
         payload: dict[str, Any] = dict(self.expected(arch, dataset, seed, options.values))
         payload["extras"] = {"pid": os.getpid()}
         if arch in options.diverge:

@@ -192,15 +192,17 @@ def nngp_bound(spec: CellSpec | str, C: float | np.ndarray) -> float:
 NTK_FORMS = ("paper", "recursion")
 
 
-def ntk_bound(spec: CellSpec | str, C: float | np.ndarray, form: str = "paper") -> float:
+def ntk_bound(spec: CellSpec | str, C: float | np.ndarray, form: str = "recursion") -> float:
     """Theorem 4.6 of Chen, Huang & Wang (AutoML-Conf 2023), NTK least-eigenvalue bound.
 
-    ``form="paper"`` (default) evaluates the theorem as printed,
+    The theorem as printed reads
     ``λ_min(G⁽ᴴ⁾) ≤ min_{i≠j}[P − Σ_p f^{d_p}(K_ij) + Σ_p d_p − Σ_p Σ_{e=1}^{d_p} f^e(K_ij) Π_{k=1}^{e} ḟ_k(K_ij)]``
-    with ``ḟ_k = ∂f^k/∂f^{k−1} = ḟ(f^{k−1}(K_ij))``.
-
-    ``form="recursion"`` replaces the last sum by the off-diagonal of the unrolled NTK recursion
-    ``G⁽ᵈ⁾ = K⁽ᵈ⁾ + K̇⁽ᵈ⁾ ⊙ G⁽ᵈ⁻¹⁾``, ``G⁽⁰⁾ = K⁽⁰⁾`` (Jacot et al. 2018; SPEC §2), i.e.
+    with ``ḟ_k = ∂f^k/∂f^{k−1} = ḟ(f^{k−1}(K_ij))`` (``form="paper"``). Its last sum has an
+    indexing error: it does not match the unrolled recursion, and it falls *below* the exact
+    ``λ_min`` of the idealised 2×2 kernel it bounds (a chain at ``C = 0.5``: 0.985 < 1.058 at
+    depth 1, 1.587 < 1.649 at depth 2), so it is not a valid upper bound. The default
+    ``form="recursion"`` (the corrected bound) uses the off-diagonal of the unrolled NTK recursion
+    ``G⁽ᵈ⁾ = K⁽ᵈ⁾ + K̇⁽ᵈ⁾ ⊙ G⁽ᵈ⁻¹⁾``, ``G⁽⁰⁾ = K⁽⁰⁾`` (Jacot et al. 2018), i.e.
     ``Σ_{h=0}^{d−1} f^h(K_ij) Π_{k=h+1}^{d} ḟ_k(K_ij)``: then the bracket is exactly
     ``G_ii − G_ij`` of the per-path kernel ``Σ_p G_p⁽ᵈᵖ⁾``. The two differ from depth 1 on
     (``d = 1``: paper ``f(C)ḟ(C)``, recursion ``C·ḟ(C)``, so the printed form is the smaller bound;
@@ -213,7 +215,8 @@ def ntk_bound(spec: CellSpec | str, C: float | np.ndarray, form: str = "paper") 
         spec: The cell.
         C: Correlation at the cell input, scalar or ``(n, n)`` correlation matrix (see
             :func:`nngp_bound`).
-        form: ``"paper"`` or ``"recursion"``.
+        form: ``"recursion"`` (default, the corrected bound) or ``"paper"`` (as printed, to
+            reproduce the paper's figures).
 
     Returns:
         The bound (0.0 for a cell without a path).
@@ -236,7 +239,7 @@ def ntk_bound(spec: CellSpec | str, C: float | np.ndarray, form: str = "paper") 
     return float(np.min(values))
 
 
-def generalization_indicator(spec: CellSpec | str, C: float | np.ndarray, form: str = "paper") -> float:
+def generalization_indicator(spec: CellSpec | str, C: float | np.ndarray, form: str = "recursion") -> float:
     """``Σ_p d_p / sqrt(ntk_bound)``: the paper's generalization indicator (Theorems 4.5/4.6).
 
     Theorem 4.5 (via Cao & Gu 2019) bounds the risk by ``Õ(Σ_p d_p · sqrt(yᵀG⁻¹y/N))`` and
@@ -248,7 +251,7 @@ def generalization_indicator(spec: CellSpec | str, C: float | np.ndarray, form: 
     Args:
         spec: The cell.
         C: Correlation at the cell input (see :func:`nngp_bound`).
-        form: Form of the NTK bound, ``"paper"`` or ``"recursion"`` (see :func:`ntk_bound`).
+        form: Form of the NTK bound, ``"recursion"`` (default) or ``"paper"`` (see :func:`ntk_bound`).
 
     Returns:
         The indicator.

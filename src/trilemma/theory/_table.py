@@ -12,6 +12,10 @@ Undefined values are ``None`` in :func:`theory_row` and ``<NA>`` (pandas nullabl
 * ``mean_depth``: undefined without a path (P = 0);
 * ``eff_width``: undefined without a parameterized path (``d̄ = 0``);
 * ``group``: ``None`` without a path;
+* ``ntk_bound`` is Theorem 4.6 in its corrected (recursion) form, the valid bound;
+  ``ntk_bound_printed`` is the theorem as printed in the paper, kept to reproduce its figures
+  (see :func:`~trilemma.theory.ntk_bound`); ``gen_indicator`` / ``gen_indicator_printed``
+  use the one or the other;
 * ``gen_indicator``: undefined when the cell is not trainable (no path, or only depth-0 paths:
   the indicator would be a trivial 0 and rank untrainable cells best) or when the NTK bound is
   ``≤ 0`` (e.g. ``C = 1``).
@@ -29,6 +33,7 @@ import pandas as pd
 from trilemma.errors import MeasureFailedError
 from trilemma.spaces import CellSpec, count_params, enumerate_cells
 from trilemma.theory._bounds import (
+    _pair_correlations,
     depth_tables,
     generalization_indicator,
     jacobian_constant,
@@ -47,8 +52,9 @@ logger = logging.getLogger(__name__)
 COLUMNS = (
     "arch", "index", "P", "depths", "mean_depth", "eff_width", "sum_depth", "num_linear", "trainable",
     "group", "params", "jacobian_path_sum", "nngp_bound", "ntk_bound", "gen_indicator",
+    "ntk_bound_printed", "gen_indicator_printed",
 )
-_NULLABLE = ("mean_depth", "eff_width", "gen_indicator")
+_NULLABLE = ("mean_depth", "eff_width", "gen_indicator", "gen_indicator_printed")
 
 
 def _topology_fields(spec: CellSpec, width: int, in_features: int, num_classes: int, bias: bool) -> dict[str, Any]:
@@ -57,7 +63,7 @@ def _topology_fields(spec: CellSpec, width: int, in_features: int, num_classes: 
         "arch": spec.name,
         "index": spec.index,
         "P": topo.num_paths,
-        "depths": " ".join(str(d) for d in topo.sorted_depths),
+        "depths": topo.depths_text,
         "mean_depth": topo.mean_depth,
         "eff_width": topo.eff_width,
         "sum_depth": topo.sum_depth,
@@ -98,15 +104,16 @@ def theory_row(
     row = _topology_fields(spec, m, in_features, num_classes, bias)
     row["jacobian_path_sum"] = jacobian_path_sum(spec, m)
     row["nngp_bound"] = nngp_bound(spec, C)
-    row["ntk_bound"] = ntk_bound(spec, C)
-    gen: float | None = None
-    if spec.topology.trainable:
-        try:
-            gen = generalization_indicator(spec, C)
-        except MeasureFailedError:
-            gen = None
-    row["gen_indicator"] = gen
-    return row
+    for suffix, form in (("", "recursion"), ("_printed", "paper")):
+        row[f"ntk_bound{suffix}"] = ntk_bound(spec, C, form=form)
+        gen: float | None = None
+        if spec.topology.trainable:
+            try:
+                gen = generalization_indicator(spec, C, form=form)
+            except MeasureFailedError:
+                gen = None
+        row[f"gen_indicator{suffix}"] = gen
+    return {k: row[k] for k in COLUMNS}
 
 
 def theory_table(
@@ -147,6 +154,7 @@ def theory_table(
     m = as_width(width)
     cells = list(enumerate_cells(nodes)) if specs is None else [as_spec(s) for s in specs]
     c = worst_correlation(C)
+    pairs = np.unique(_pair_correlations(C))  # the recursion form is not monotone in C: every pair
     rows = [_topology_fields(spec, m, in_features, num_classes, bias) for spec in cells]
     max_depth = max((spec.topology.max_depth for spec in cells), default=0)
     counts = np.zeros((len(cells), max_depth + 1))
@@ -155,20 +163,23 @@ def theory_table(
             counts[i, d] = k
     depth = np.arange(max_depth + 1)
     F, B, _ = depth_tables(c, max_depth)
+    Fp, _, Rp = depth_tables(pairs, max_depth)  # (max_depth + 1, n_pairs)
     P = counts.sum(axis=1)
     sum_depth = counts @ depth
     jac = jacobian_constant(m) * (counts @ np.exp(-5.0 * depth / (8.0 * m)))
     nngp = P - counts @ F
-    ntk = nngp + sum_depth - counts @ B
+    printed = nngp + sum_depth - counts @ B
+    ntk = np.min(P[:, None] - counts @ Fp + sum_depth[:, None] - counts @ Rp, axis=1) if len(cells) else P
     trainable = np.array([row["trainable"] for row in rows], dtype=bool)
-    ok = trainable & (ntk > 0)
-    gen = np.divide(sum_depth, np.sqrt(np.where(ok, ntk, 1.0)))
 
     df = pd.DataFrame(rows, columns=list(COLUMNS[:11]))
     df["jacobian_path_sum"] = jac
     df["nngp_bound"] = nngp
-    df["ntk_bound"] = ntk
-    df["gen_indicator"] = pd.array([float(g) if k else None for g, k in zip(gen, ok)], dtype="Float64")
+    for suffix, bound in (("", ntk), ("_printed", printed)):
+        ok = trainable & (bound > 0)
+        gen = np.divide(sum_depth, np.sqrt(np.where(ok, bound, 1.0)))
+        df[f"ntk_bound{suffix}"] = bound
+        df[f"gen_indicator{suffix}"] = pd.array([float(g) if k else None for g, k in zip(gen, ok)], dtype="Float64")
     for col in ("mean_depth", "eff_width"):
         df[col] = pd.array([row[col] for row in rows], dtype="Float64")
     df["group"] = pd.Series([row["group"] for row in rows], dtype=object)

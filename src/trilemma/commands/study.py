@@ -1,4 +1,4 @@
-"""CLI commands of studies: ``run``, ``status``, ``export``, ``report``.
+"""CLI commands of studies: ``run``, ``status``, ``export``.
 
 ``STUDY`` is a study ``.toml``, a store ``.sqlite`` path, or the name of a study in ``runs/``.
 """
@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -103,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_study(
             args.study, executor=args.executor, n_workers=args.workers, address=args.address, store=args.store,
-            progress=reporter, rerun_failed=not args.skip_failed, rerun_changed=args.rerun_changed,
+            progress=reporter, rerun_failed=not args.skip_failed, rerun_changed=args.rerun_changed, force=args.force,
         )
     finally:
         if reporter is not None:
@@ -123,12 +122,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from trilemma.study import STATUSES, study_status
 
-    st = study_status(args.study)
+    st = study_status(args.study, include_stale=args.include_stale)
     console = Console(highlight=False)
     table = Table(title=f"study {st.name} ({st.store})")
     table.add_column("task")
     for s in STATUSES:
-        table.add_column(s, justify="right")
+        label = "interrupted (resumable)" if s == "running" and not st.live and st.counts["running"] else s
+        table.add_column(label, justify="right")
     table.add_column("total", justify="right")
     for task, counts in sorted(st.by_task.items()):
         table.add_row(task, *(str(counts[s]) for s in STATUSES), str(sum(counts.values())))
@@ -141,6 +141,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
             console.print(f"  {key}: {line}", markup=False)
         if len(shown) < len(st.failures):
             console.print(f"  … {len(st.failures) - len(shown)} more (--all lists every one)")
+    if st.interrupted:
+        console.print(f"{st.interrupted} task(s) were running when their run stopped; "
+                      f"`trilemma run` resumes them", markup=False)
+    if st.stale:
+        console.print(f"{st.stale} row(s) of an older config are hidden (--include-stale shows them)", markup=False)
     for key in ("last_run_started", "last_run_finished", "trilemma_version"):
         if key in st.meta:
             console.print(f"{key.replace('_', ' ')}: {st.meta[key]}", markup=False)
@@ -150,38 +155,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from trilemma.study import export_study
 
-    path = export_study(args.study, args.format, args.out)
+    path = export_study(args.study, args.format, args.out, include_stale=args.include_stale)
     print(f"wrote {path}")
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    try:
-        report = importlib.import_module("trilemma.report")
-    except ModuleNotFoundError as err:
-        if err.name and "trilemma.report".startswith(err.name):
-            print("trilemma report is not available yet in this version (the trilemma.report module is "
-                  "missing); use `trilemma export STUDY --format csv` for the results table", file=sys.stderr)
-            return 3
-        raise
-    build = getattr(report, "build_report_for_study", None)
-    if build is None:
-        print("trilemma.report has no build_report_for_study(); the report is not available yet", file=sys.stderr)
-        return 3
-    result = build(args.study, args.out)
-    print(f"report: {result}")
-    return 0
-
-
-def _report_has_own_cli() -> bool:
-    """Whether ``trilemma/report/_cli.py`` exists (checked without importing the report package)."""
-    import trilemma
-
-    return (Path(trilemma.__file__).parent / "report" / "_cli.py").is_file()
-
-
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``run``, ``status``, ``export`` and ``report`` to the ``trilemma`` command line."""
+    """Add ``run``, ``status`` and ``export`` to the ``trilemma`` command line."""
     study_help = "a study .toml, a store .sqlite, or a study name in runs/"
 
     run = subparsers.add_parser("run", help="run (or resume) a study from its TOML config")
@@ -194,6 +174,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     run.add_argument("--every", type=float, default=10.0,
                      help="seconds between progress lines when not on a terminal (default 10)")
     run.add_argument("--skip-failed", action="store_true", help="do not retry tasks that failed in an earlier run")
+    run.add_argument("--force", action="store_true",
+                     help="run even when the study's estimated memory exceeds the machine's")
     run.add_argument("--rerun-changed", action="store_true",
                      help="recompute completed tasks whose settings changed since they ran")
     run.set_defaults(func=_cmd_run)
@@ -201,18 +183,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     status = subparsers.add_parser("status", help="counts by status and failures of a study")
     status.add_argument("study", metavar="STUDY", help=study_help)
     status.add_argument("--all", action="store_true", help="list every failure (default: the first 20)")
+    status.add_argument("--include-stale", action="store_true",
+                        help="also count rows of an older config (hidden by default)")
     status.set_defaults(func=_cmd_status)
 
     export = subparsers.add_parser("export", help="write a study's results as csv, parquet or json")
     export.add_argument("study", metavar="STUDY", help=study_help)
     export.add_argument("--format", choices=("csv", "parquet", "json"), default="csv",
                         help="csv/parquet: the results table; json: NAS-Bench-Suite-Zero layout")
-    export.add_argument("--out", type=Path, help="output file (default: next to the store)")
+    export.add_argument("--out", type=Path,
+                        help="output file (default: next to the store); an earlier export of the same format is "
+                             "overwritten, a study store or a file of another kind never is")
+    export.add_argument("--include-stale", action="store_true",
+                        help="also export rows of an older config (hidden by default)")
     export.set_defaults(func=_cmd_export)
 
-    if "report" in subparsers.choices or _report_has_own_cli():
-        return  # the report package brings its own `report` command
-    report = subparsers.add_parser("report", help="build the HTML/Markdown report of a study")
-    report.add_argument("study", metavar="STUDY", help=study_help)
-    report.add_argument("--out", type=Path, help="output folder or file")
-    report.set_defaults(func=_cmd_report)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
+from trilemma._outputs import check_output_file
 from trilemma.errors import InvalidArgumentError
 
 __all__ = ["add_commands"]
@@ -34,6 +34,33 @@ def _parse_axes(text: str) -> list[tuple[str, int]]:
     return axes
 
 
+def _check_table_options(args: argparse.Namespace, columns: set[str] | None = None) -> None:
+    """Validate ``--filter-fraction`` and ``--combined`` (every command, even those that do not use them).
+
+    Raises:
+        InvalidArgumentError: a fraction outside (0, 1], an unknown variant or column, or a
+            malformed ``col:±1`` list.
+    """
+    from trilemma.nb201 import COMBINED_VARIANTS
+
+    if not 0 < args.filter_fraction <= 1:
+        raise InvalidArgumentError(f"--filter-fraction must be in (0, 1], got {args.filter_fraction}")
+    if args.combined in ("default", "none") or args.combined in COMBINED_VARIANTS:
+        return
+    if ":" not in args.combined:
+        raise InvalidArgumentError(
+            f"--combined must be 'default', 'none', a variant ({', '.join(COMBINED_VARIANTS)}) or "
+            f"'column:+1,column:-1,...'; got {args.combined!r}"
+        )
+    axes = _parse_axes(args.combined)
+    if columns is not None:
+        unknown = [c for c, _ in axes if c not in columns]
+        if unknown:
+            raise InvalidArgumentError(
+                f"--combined names unknown column(s) {unknown}; closed-form columns: {', '.join(sorted(columns))}"
+            )
+
+
 def _table(args: argparse.Namespace):  # -> pandas.DataFrame
     from trilemma.nb201 import (
         CLOSED_FORM_COMBINED,
@@ -45,8 +72,10 @@ def _table(args: argparse.Namespace):  # -> pandas.DataFrame
     )
     from trilemma.spaces import unique_nb201_cells
 
+    _check_table_options(args)
     config = MacroConfig(C=args.C, N=args.N, num_classes=args.num_classes, resolution=args.resolution)
     full = closed_form_table(None, config=config, corr=args.corr, width=args.width, combined=False)
+    _check_table_options(args, set(full.columns))
     if args.combined != "none":
         if args.combined == "default":
             axes = CLOSED_FORM_COMBINED
@@ -95,8 +124,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
         acc = load_nb201_accuracy(None if args.accuracy == "default" else args.accuracy)
         table = table.merge(acc[["index", "val_acc"]], on="index", how="left")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_output_file(args.out, "csv", header=str(table.columns[0]), what="nb201 score --out")
     table.to_csv(out, index=False)
     print(f"wrote {len(table)} cells x {table.shape[1]} columns to {out}")
     print(
@@ -111,9 +139,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from trilemma.nb201 import MacroConfig, closed_form_indicators
     from trilemma.spaces import NB201Spec
 
+    _check_table_options(args)
     spec = NB201Spec.parse(args.arch)
     config = MacroConfig(C=args.C, N=args.N, num_classes=args.num_classes, resolution=args.resolution)
     values = closed_form_indicators(spec, config=config, corr=args.corr, width=args.width)
+    _check_table_options(args, set(values))
     print(f"{spec.name}  (index {spec.index})")
     for key, value in values.items():
         if key in ("arch", "index"):
@@ -152,7 +182,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sub = nb.add_subparsers(dest="nb201_command")
 
     score = sub.add_parser("score", help="write every closed-form indicator of every cell to a CSV")
-    score.add_argument("--out", required=True, help="output CSV path")
+    score.add_argument("--out", required=True,
+                       help="output CSV path (an earlier score CSV is overwritten; a study store or another file never is)")
     score.add_argument(
         "--filter", choices=("none", "centre"), default="none",
         help="'centre': keep only cells in the (d̄, m̄) centre (NeurIPS 2022); default none (column in_centre marks them)",
