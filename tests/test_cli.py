@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import subprocess
 import sys
 
@@ -15,7 +16,8 @@ from trilemma.cli import main
 def test_space_show_reports_paths_and_depths(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["space", "show", "2_21_112"]) == 0
     out = capsys.readouterr().out
-    assert "│ P                 │ 4" in out
+    assert re.search(r"│ P +│ 4 ", out)
+    assert "P = 4 paths 0→3" in out
     assert "0 1 2 2" in out
     assert "0→1→2→3  depth 2" in out and "0→3  depth 0" in out
     assert "nngp_bound" in out and "params" in out

@@ -72,7 +72,8 @@ def test_verdict_and_every_figure_are_shown(page, report):
     headline = pg.inner_text("#verdict-headline")
     assert headline.startswith("No free lunch")
     # The verdict is the first section, visible without scrolling.
-    assert pg.evaluate("document.querySelector('main section').id") == "verdict"
+    assert pg.evaluate("document.querySelector('main section').id") == "topology"  # the paper's trends first
+    assert pg.is_visible("#sign-summary") and pg.is_visible("#verdict-headline")
     assert pg.locator("#verdict-headline").is_visible()
     rendered = pg.evaluate(
         "Array.from(document.querySelectorAll('figure.fig')).map(f => "
