@@ -61,13 +61,13 @@ def rectangle_network(num_rectangles: int, ramp: float = 0.01, *, dtype: torch.d
     heights = target_function((torch.arange(k, dtype=dtype) + 0.5) / k)
     kinks = torch.stack([starts, starts + delta, ends, ends + delta], dim=1).reshape(-1)
     signs = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=dtype).repeat(k)
-    net = nn.Sequential(nn.Linear(1, 4 * k, dtype=dtype), nn.ReLU(), nn.Linear(4 * k, 1, dtype=dtype))
+    hidden, readout = nn.Linear(1, 4 * k, dtype=dtype), nn.Linear(4 * k, 1, dtype=dtype)
     with torch.no_grad():
-        net[0].weight.fill_(1.0)
-        net[0].bias.copy_(-kinks)
-        net[2].weight.copy_((signs * heights.repeat_interleave(4) / delta)[None, :])
-        net[2].bias.zero_()
-    return net
+        hidden.weight.fill_(1.0)
+        hidden.bias.copy_(-kinks)
+        readout.weight.copy_((signs * heights.repeat_interleave(4) / delta)[None, :])
+        readout.bias.zero_()
+    return nn.Sequential(hidden, nn.ReLU(), readout)
 
 
 def _train(units: int, x: torch.Tensor, y: torch.Tensor, iters: int, seed: int,
@@ -76,13 +76,14 @@ def _train(units: int, x: torch.Tensor, y: torch.Tensor, iters: int, seed: int,
 
     The readout bias starts at ``out_bias`` (e.g. the target's mean level)."""
     gen = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Linear(1, units), nn.ReLU(), nn.Linear(units, 1)).double()
+    hidden, readout = nn.Linear(1, units).double(), nn.Linear(units, 1).double()
+    net = nn.Sequential(hidden, nn.ReLU(), readout)
     with torch.no_grad():  # kinks spread uniformly over [0, 1] (a common 1-D initialization)
         sign = torch.where(torch.rand(units, generator=gen) < 0.5, -1.0, 1.0).double()
-        net[0].weight.copy_(sign[:, None])
-        net[0].bias.copy_(-sign * torch.rand(units, generator=gen, dtype=torch.float64))
-        net[2].weight.copy_(torch.randn(1, units, generator=gen, dtype=torch.float64) / math.sqrt(units))
-        net[2].bias.fill_(out_bias)
+        hidden.weight.copy_(sign[:, None])
+        hidden.bias.copy_(-sign * torch.rand(units, generator=gen, dtype=torch.float64))
+        readout.weight.copy_(torch.randn(1, units, generator=gen, dtype=torch.float64) / math.sqrt(units))
+        readout.bias.fill_(out_bias)
     opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=iters, history_size=50,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
 

@@ -3,37 +3,74 @@
 A lesson is data first, pixels second (as in Optuna's visualization module): its
 ``compute(params)`` returns the numbers (a data frame), the checks of the lesson's claim on
 those numbers, and figure-drawing callbacks; :func:`run_lesson` times it and writes the CSV,
-the figures (PNG + SVG, matplotlib's Agg canvas, no pyplot state) and a Markdown summary.
+the figures (PNG + SVG, matplotlib's Agg canvas, no pyplot state) and a Markdown summary;
+:func:`run_lessons` runs several and adds one self-contained ``index.html``.
 Tests call ``compute`` with reduced settings and assert the checks.
+
+Every file a lesson run writes goes through :func:`write_output`.
+
+The lesson modules are imported (and so registered) on the first call of
+:func:`list_lessons` or :func:`get_lesson`, not when this module is imported, so that the
+command line can build its parser without importing torch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import io
 import logging
 import math
+import os
+import shlex
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from trilemma._registry import Registry
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "LESSONS",
+    "LESSON_MODULES",
     "Check",
     "Lesson",
     "LessonOutput",
     "LessonResult",
+    "LessonSuite",
     "get_lesson",
+    "lecture_order",
     "list_lessons",
     "register_lesson",
+    "rerun_command",
     "run_lesson",
+    "run_lessons",
+    "write_output",
 ]
+
+#: The modules that define the lessons, imported on first use of the registry (in this order).
+LESSON_MODULES = (
+    "trilemma.lessons._error_decomposition",
+    "trilemma.lessons._approximation",
+    "trilemma.lessons._depth",
+    "trilemma.lessons._linear_regions",
+    "trilemma.lessons._hetero",
+    "trilemma.lessons._width",
+    "trilemma.lessons._random_labels",
+    "trilemma.lessons._compression",
+    "trilemma.lessons._batch",
+    "trilemma.lessons._landscape",
+    "trilemma.lessons._optimizers",
+    "trilemma.lessons._residual",
+    "trilemma.lessons._normalization",
+    "trilemma.lessons._regularization",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +238,11 @@ class LessonResult:
         csv_path: The CSV file.
         summary_path: The Markdown summary.
         figure_paths: Every figure file (PNG and SVG).
+        figures: ``{stem: PNG bytes}`` of every figure (what ``index.html`` embeds).
+        notes: The lesson's notes (definitions, caveats).
+        references: The papers the lesson follows.
+        quick: Whether the reduced settings were used.
+        command: The shell command that re-runs this lesson with the same parameters.
     """
 
     name: str
@@ -215,9 +257,52 @@ class LessonResult:
     csv_path: Path
     summary_path: Path
     figure_paths: list[Path]
+    figures: dict[str, bytes] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    references: tuple[str, ...] = ()
+    quick: bool = False
+    command: str = ""
+
+
+@dataclass
+class LessonSuite:
+    """The outcome of :func:`run_lessons`.
+
+    Attributes:
+        results: One :class:`LessonResult` per lesson, in the order run.
+        seconds: Wall time of the whole run (all lessons and the index page).
+        quick: Whether the reduced settings were used.
+        out_dir: The output folder.
+        index_path: The ``index.html`` page (``None`` when not written).
+        command: The shell command that re-runs the whole set.
+    """
+
+    results: list[LessonResult]
+    seconds: float
+    quick: bool
+    out_dir: Path
+    index_path: Path | None
+    command: str
+
+    @property
+    def supported(self) -> bool:
+        """Whether every lesson's claim is supported by its numbers."""
+        return bool(self.results) and all(r.supported for r in self.results)
 
 
 LESSONS: Registry[Lesson] = Registry("lesson")
+_ORDER: list[str] = []  # registration order (ties within a module, lessons registered elsewhere)
+_LOADED = False
+
+
+def _load_lessons() -> None:
+    """Import the lesson modules (registering their lessons) once."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for module in LESSON_MODULES:
+        importlib.import_module(module)
 
 
 def register_lesson(
@@ -242,6 +327,7 @@ def register_lesson(
 
     def wrap(fn: Callable[[dict[str, Any]], LessonOutput]) -> Callable[[dict[str, Any]], LessonOutput]:
         LESSONS.register(name, Lesson(name, title, claim, tuple(references), dict(defaults), quick, fn))
+        _ORDER.append(name)
         return fn
 
     return wrap
@@ -249,7 +335,16 @@ def register_lesson(
 
 def list_lessons(pattern: str | None = None) -> list[str]:
     """Sorted names of the registered lessons (optionally filtered by a shell pattern)."""
+    _load_lessons()
     return LESSONS.names(pattern)
+
+
+def lecture_order() -> list[str]:
+    """The registered lessons in the lecture's order (the order of :data:`LESSON_MODULES`, then any others)."""
+    _load_lessons()
+    names = [n for n in _ORDER if n in set(LESSONS.names())]
+    rank = {module: i for i, module in enumerate(LESSON_MODULES)}
+    return sorted(names, key=lambda n: rank.get(LESSONS.get(n).compute.__module__, len(rank)))
 
 
 def get_lesson(name: str) -> Lesson:
@@ -258,7 +353,64 @@ def get_lesson(name: str) -> Lesson:
     Raises:
         UnknownNameError: Unknown name (the message lists the valid ones).
     """
+    _load_lessons()
     return LESSONS.get(name)
+
+
+def write_output(path: str | Path, content: str | bytes) -> Path:
+    """Write one output file of a lesson run; every file the lessons write goes through here.
+
+    The file is written to a temporary file in the same folder and renamed over ``path``,
+    so a reader never sees half a file. Text is written as UTF-8.
+
+    Args:
+        path: Destination; its folder must exist.
+        content: Text or bytes.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InvalidTypeError: ``content`` is neither ``str`` nor ``bytes``.
+        InvalidArgumentError: ``path`` is an existing folder.
+    """
+    path = Path(path)
+    if isinstance(content, str):
+        data = content.encode("utf-8")
+    elif isinstance(content, (bytes, bytearray)):
+        data = bytes(content)
+    else:
+        raise InvalidTypeError(f"content must be str or bytes, got {type(content).__name__}")
+    if path.is_dir():
+        raise InvalidArgumentError(f"cannot write the file {str(path)!r}: a folder of that name exists")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def rerun_command(name: str, out_dir: str | Path, *, quick: bool = False,
+                  overrides: Mapping[str, Any] | None = None) -> str:
+    """The ``trilemma lesson run`` command line that repeats a run (``name`` may be ``"all"``)."""
+    parts = ["trilemma", "lesson", "run", name, "--out", str(out_dir)]
+    if quick:
+        parts.append("--quick")
+    for key, value in (overrides or {}).items():
+        parts += ["--set", f"{key}={value!r}"]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _fmt(value: Any) -> str:
@@ -281,7 +433,7 @@ def _markdown_table(frame: pd.DataFrame, max_rows: int = 60) -> str:
 
 
 def _summary(lesson: Lesson, out: LessonOutput, params: dict[str, Any], seconds: float,
-             csv_name: str, figures: list[str]) -> str:
+             csv_name: str, figures: list[str], command: str) -> str:
     passed = sum(c.passed for c in out.checks)
     verdict = "**yes**" if out.supported else "**no**"
     lines = [
@@ -306,22 +458,32 @@ def _summary(lesson: Lesson, out: LessonOutput, params: dict[str, Any], seconds:
     if figures:
         lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
     lines += ["", "## References", ""] + [f"- {r}" for r in lesson.references]
-    lines += ["", f"Wall time: {seconds:.1f} s.", ""]
+    lines += ["", f"Wall time: {seconds:.1f} s. Re-run: `{command}`", ""]
     return "\n".join(lines)
 
 
-def _save_figures(name: str, out_dir: Path, figures: Mapping[str, Draw]) -> list[Path]:
-    from matplotlib.figure import Figure  # Agg canvas; no pyplot global state
+def _render_figures(figures: Mapping[str, Draw]) -> dict[str, dict[str, bytes]]:
+    """``{stem: {"png": bytes, "svg": bytes}}`` (matplotlib's Agg canvas; no pyplot state)."""
+    from matplotlib.figure import Figure
 
-    paths: list[Path] = []
+    rendered: dict[str, dict[str, bytes]] = {}
     for stem, draw in figures.items():
         fig = Figure(figsize=(6.4, 4.4), layout="constrained")
         draw(fig)
+        rendered[stem] = {}
         for ext in ("png", "svg"):
-            path = out_dir / f"{name}_{stem}.{ext}"
-            fig.savefig(path, dpi=120, metadata={"Date": None} if ext == "svg" else None)
-            paths.append(path)
-    return paths
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=ext, dpi=120, metadata={"Date": None} if ext == "svg" else None)
+            rendered[stem][ext] = buffer.getvalue()
+    return rendered
+
+
+def _out_folder(out_dir: str | Path) -> Path:
+    out_path = Path(out_dir)
+    if out_path.exists() and not out_path.is_dir():
+        raise InvalidArgumentError(f"out_dir must be a folder, got the file {str(out_path)!r}")
+    out_path.mkdir(parents=True, exist_ok=True)
+    return out_path
 
 
 def run_lesson(
@@ -349,20 +511,19 @@ def run_lesson(
     """
     lesson = get_lesson(name)
     params = lesson.params(quick=quick, **overrides)
-    out_path = Path(out_dir)
-    if out_path.exists() and not out_path.is_dir():
-        raise InvalidArgumentError(f"out_dir must be a folder, got the file {str(out_path)!r}")
-    out_path.mkdir(parents=True, exist_ok=True)
+    out_path = _out_folder(out_dir)
     start = time.perf_counter()
     logger.info("lesson %s: running with %s", name, params)
     out = lesson.run(params, threads=threads)
-    csv_path = out_path / f"{name}.csv"
-    out.table.to_csv(csv_path, index=False)
-    figure_paths = _save_figures(name, out_path, out.figures)
+    csv_path = write_output(out_path / f"{name}.csv", out.table.to_csv(index=False))
+    rendered = _render_figures(out.figures)
+    figure_paths = [write_output(out_path / f"{name}_{stem}.{ext}", payload)
+                    for stem, files in rendered.items() for ext, payload in files.items()]
     seconds = time.perf_counter() - start
-    summary_path = out_path / f"{name}.md"
+    command = rerun_command(name, out_dir, quick=quick, overrides=overrides)
     pngs = [p.name for p in figure_paths if p.suffix == ".png"]
-    summary_path.write_text(_summary(lesson, out, params, seconds, csv_path.name, pngs), encoding="utf-8")
+    summary_path = write_output(out_path / f"{name}.md",
+                                _summary(lesson, out, params, seconds, csv_path.name, pngs, command))
     logger.info("lesson %s: %s in %.1f s", name, "supported" if out.supported else "NOT supported", seconds)
     return LessonResult(
         name=name,
@@ -377,4 +538,72 @@ def run_lesson(
         csv_path=csv_path,
         summary_path=summary_path,
         figure_paths=figure_paths,
+        figures={stem: files["png"] for stem, files in rendered.items()},
+        notes=list(out.notes),
+        references=lesson.references,
+        quick=quick,
+        command=command,
     )
+
+
+def run_lessons(
+    out_dir: str | Path,
+    names: Sequence[str] | None = None,
+    *,
+    quick: bool = False,
+    threads: int | None = 1,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    index: bool = True,
+    progress: Callable[[LessonResult], None] | None = None,
+) -> LessonSuite:
+    """Run several lessons (all by default, in the lecture's order) and write ``index.html``.
+
+    Each lesson writes its files as in :func:`run_lesson`; ``out_dir/index.html`` is one
+    self-contained page (figures inline, no network) with every lesson's figures, its
+    checks with pass/fail and the numbers behind them, and the command that re-runs it.
+
+    Args:
+        out_dir: Output folder.
+        names: Lessons to run (default: every registered lesson, see :func:`lecture_order`).
+        quick: Use every lesson's reduced settings.
+        threads: Threads while each lesson runs (see :meth:`Lesson.run`).
+        overrides: ``{lesson name: {parameter: value}}`` applied to the named lessons.
+        index: Write ``index.html``.
+        progress: Called with each :class:`LessonResult` as soon as its lesson is done.
+
+    Returns:
+        The :class:`LessonSuite` (results, total wall time, the index page).
+
+    Raises:
+        UnknownNameError: An unknown lesson in ``names`` or ``overrides``.
+        InvalidArgumentError: ``names`` is empty or repeats a lesson; bad parameters.
+    """
+    order = lecture_order() if names is None else list(names)
+    if not order:
+        raise InvalidArgumentError("names must list at least one lesson, got an empty list")
+    if len(set(order)) != len(order):
+        raise InvalidArgumentError(f"names must not repeat a lesson, got {order!r}")
+    overrides = dict(overrides or {})
+    for name in [*order, *overrides]:
+        get_lesson(name)  # unknown names fail before anything runs
+    stray = sorted(set(overrides) - set(order))
+    if stray:
+        raise InvalidArgumentError(f"overrides name lessons that are not run: {stray}; running {order}")
+    out_path = _out_folder(out_dir)
+    start = time.perf_counter()
+    results = []
+    for name in order:
+        result = run_lesson(name, out_path, quick=quick, threads=threads, **dict(overrides.get(name, {})))
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    command = rerun_command("all", out_dir, quick=quick) if names is None and not overrides else ""
+    index_path = None
+    if index:
+        from trilemma.lessons._page import render_index
+
+        seconds = time.perf_counter() - start
+        index_path = write_output(out_path / "index.html",
+                                  render_index(results, seconds=seconds, quick=quick, command=command))
+    return LessonSuite(results=results, seconds=time.perf_counter() - start, quick=quick, out_dir=out_path,
+                       index_path=index_path, command=command)
