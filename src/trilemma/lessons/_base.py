@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trilemma._outputs import check_output_dir, is_store_path
 from trilemma._registry import Registry
-from trilemma.errors import InvalidArgumentError, InvalidTypeError
+from trilemma.errors import InvalidArgumentError, InvalidTypeError, OutputPathError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -383,6 +384,8 @@ def write_output(path: str | Path, content: str | bytes) -> Path:
         raise InvalidTypeError(f"content must be str or bytes, got {type(content).__name__}")
     if path.is_dir():
         raise InvalidArgumentError(f"cannot write the file {str(path)!r}: a folder of that name exists")
+    if is_store_path(path):
+        raise OutputPathError(f"refusing to write {str(path)!r}: it is a study store or a file of one")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -478,11 +481,22 @@ def _render_figures(figures: Mapping[str, Draw]) -> dict[str, dict[str, bytes]]:
     return rendered
 
 
+#: A file every lesson output folder holds, so that a later run recognises the folder as ours.
+OUTPUT_MARKER = ".trilemma-lessons.md"
+
+
 def _out_folder(out_dir: str | Path) -> Path:
-    out_path = Path(out_dir)
-    if out_path.exists() and not out_path.is_dir():
-        raise InvalidArgumentError(f"out_dir must be a folder, got the file {str(out_path)!r}")
-    out_path.mkdir(parents=True, exist_ok=True)
+    """The output folder: new, empty, or an earlier lessons folder (never a store or a foreign folder).
+
+    Raises:
+        OutputPathError: ``out_dir`` is a file, a store, or a non-empty folder of something else.
+        OSError: the folder cannot be created.
+    """
+    out_path = check_output_dir(out_dir, marker=OUTPUT_MARKER, marker_kind="markdown", what="lesson run --out")
+    marker = out_path / OUTPUT_MARKER
+    if not marker.exists():
+        write_output(marker, "# trilemma lesson outputs\n\nWritten by `trilemma lesson run`; files here are "
+                             "overwritten by the next run.\n")
     return out_path
 
 
