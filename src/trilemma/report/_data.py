@@ -435,7 +435,7 @@ def report_data(
             missing = [a.champion for a in v.axes if a.champion not in cd.roles]
             if missing:
                 notes.append(f"no training curve for winner(s) {', '.join(missing)}")
-    pareto = pareto_data(ranks, v, arch_col=arch_col) if v is not None else None
+    pareto = pareto_data(ranks, v, arch_col=arch_col) if v is not None and len(objs) >= 2 else None
     if v is not None:
         table = df.merge(ranks[[arch_col, *[f"rank_{o.axis}" for o in objs], "rank_sum"]], on=arch_col, how="left")
         table["pareto"] = table[arch_col].astype(str).isin(set(v.pareto_front))

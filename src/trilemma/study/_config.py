@@ -154,7 +154,7 @@ class SpaceConfig(_Section):
             or ``"path/to/file.py:function"`` (relative to the config file). The function
             is called with ``options`` as keyword arguments and returns
             ``(archs, build_model)``; see :mod:`trilemma.study._spaces`.
-        nodes: H for the ``dag`` space.
+        nodes: H for the ``dag`` space (default 3); other spaces take their options from ``options``.
         archs: Explicit subset (architecture names); the filter and sample then apply to it.
         filter: ``{topology column: value | [values] | {min, max}}``; columns are those of
             :meth:`trilemma.spaces.Topology.as_dict` plus ``trainable``, ``group_P``…
@@ -163,7 +163,7 @@ class SpaceConfig(_Section):
     """
 
     name: str = "dag"
-    nodes: int = Field(3, ge=1, le=8)
+    nodes: int | None = Field(None, ge=1, le=8)
     archs: tuple[str, ...] | None = None
     filter: dict[str, Annotated[Any, AfterValidator(_check_filter_value)]] = Field(default_factory=dict)
     sample: SampleConfig | None = None
@@ -272,6 +272,8 @@ class MeasuresConfig(_Section):
         options: ``{measure: {option: value}}``.
         on_error: ``"fail"``: a failing measure fails the task; ``"record"``: its value is
             left empty and its error message stored as ``<name>_error``.
+        sample: Measure only a seeded subset of the study's architectures (e.g. closed-form
+            theory for all 15,625 NAS-Bench-201 cells, measures for 1,000 of them).
     """
 
     enabled: bool = True
@@ -280,6 +282,7 @@ class MeasuresConfig(_Section):
     repeats: int = Field(1, ge=1, le=1000)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     on_error: Literal["fail", "record"] = "fail"
+    sample: SampleConfig | None = None
 
     @model_validator(mode="after")
     def _options_for_named(self) -> MeasuresConfig:
@@ -330,6 +333,7 @@ class TrainingConfig(_Section):
         group_size: Most models per batched job (``"auto"``: split each group so every
             worker gets a few jobs).
         keep_curves: Store the per-epoch curves in the payload.
+        sample: Train only a seeded subset of the study's architectures.
         metrics: Options of the curve metrics.
         protocol: The ``TrainConfig`` fields (collected from the other keys).
     """
@@ -338,6 +342,7 @@ class TrainingConfig(_Section):
     batched: bool = True
     group_size: Any = "auto"
     keep_curves: bool = True
+    sample: SampleConfig | None = None
     metrics: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
     protocol: dict[str, Any] = Field(default_factory=dict)
 

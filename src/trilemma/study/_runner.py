@@ -144,10 +144,11 @@ def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: b
     for name, (kind, options) in sorted(kinds.items(), key=lambda kv: (kv[1][0].priority, kv[0])):
         datasets = (cfg.datasets or ("",)) if kind.uses_data else ("",)
         seeds = cfg.seed_list if kind.uses_seed else (0,)
+        mine = kind.select(options, archs)
         for dataset in datasets:
             h = task_hash(kind, cfg, options, dataset)
             for seed in seeds:
-                tasks.extend((TaskKey(a, name, dataset, seed), h) for a in archs)
+                tasks.extend((TaskKey(a, name, dataset, seed), h) for a in mine)
     return StudyPlan(cfg, archs, kinds, tasks, ctx, schema)
 
 
@@ -169,12 +170,13 @@ def result_schema(ctx: TaskContext, kinds: Mapping[str, tuple[TaskKind, Any]]) -
     Raises:
         SchemaError: two producers declare one column.
     """
-    schema = ResultSchema(ctx.space.describe_columns())
-    for col in _INFO_COLUMNS:
-        if col.name not in schema:
-            schema.add(col)
+    produced = ResultSchema()
     for name, (kind, options) in sorted(kinds.items(), key=lambda kv: (kv[1][0].priority, kv[0])):
-        schema.extend(c if c.source else Column(**{**c.as_dict(), "source": name}) for c in kind.columns(ctx, options))
+        produced.extend(c if c.source else Column(**{**c.as_dict(), "source": name}) for c in kind.columns(ctx, options))
+    schema = ResultSchema(ctx.space.describe_columns())
+    # width and params describe how every model was built; a producer may declare them itself
+    schema.extend(c for c in _INFO_COLUMNS if c.name not in schema and c.name not in produced)
+    schema.extend(produced)
     for name in kinds:
         schema.add(Column(f"{name}_status", "info", "str", description=f"status of the {name} task", source=name))
         schema.add(Column(f"{name}_seconds", "cost", unit="s", description=f"seconds of the {name} task", source=name))

@@ -185,7 +185,7 @@ def make_space(cfg: SpaceConfig, base_dir: str = ".") -> ArchSpace:
     for module in BUILTIN_SPACE_PROVIDERS:
         importlib.import_module(module)
     options = dict(cfg.options)
-    if cfg.name == "dag" or "nodes" in cfg.model_fields_set:
+    if cfg.nodes is not None:
         options.setdefault("nodes", cfg.nodes)
     try:
         return get_space(cfg.name, **options)

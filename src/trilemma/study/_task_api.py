@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -159,6 +160,19 @@ class TaskKind:
         except ValidationError as err:
             return format_validation_error(err, self.options_model, prefix=("tasks", self.name))
         return []
+
+    def select(self, options: Any, archs: Sequence[str]) -> list[str]:
+        """The architectures this kind runs on: all of the study's, or the seeded subset its
+        options ask for (``sample = {n, seed}`` in its section)."""
+        sample = getattr(options, "sample", None)
+        if sample is None:
+            return list(archs)
+        if sample.n > len(archs):
+            from trilemma.errors import ConfigError
+
+            raise ConfigError(f"{self.name}.sample.n: cannot draw {sample.n} of the study's {len(archs)} architectures")
+        picked = set(random.Random(sample.seed).sample(range(len(archs)), sample.n))
+        return [a for i, a in enumerate(archs) if i in picked]
 
     def columns(self, ctx: TaskContext, options: Any) -> tuple[Column, ...]:
         """The result columns this kind's payloads hold (their names, kinds and directions).
