@@ -8,7 +8,7 @@ import torch
 
 from trilemma.data import load_dataset
 from trilemma.errors import InvalidArgumentError
-from trilemma.training import EpochRecord, TrainConfig, train_batched, train_cell
+from trilemma.training import EpochRecord, TrainConfig, curve_metrics, train_batched, train_cell
 
 # skip edges, a dead node (0_10_222: node 1 has no input), the chain, the best single net
 CELLS = ["2_21_112", "2_02_002", "1_01_222", "2_22_221", "0_10_222", "1_22_221", "2_12_122"]
@@ -47,6 +47,11 @@ def _assert_same(batched: list, cells: list[str], seeds: list[int], dataset: obj
         assert rb.eval_epochs == r1.eval_epochs
         if r1.train_acc is not None:
             assert rb.train_acc == r1.train_acc and rb.test_acc == r1.test_acc
+            # the sub-epoch crossing: the same per-step counts, hence the same steps_to_<pct>
+            assert rb.train_step_correct == r1.train_step_correct and rb.step_rows == r1.step_rows
+            for thr in (0.2, 0.5):
+                mb, m1 = curve_metrics(rb, threshold=thr), curve_metrics(r1, threshold=thr)
+                assert (mb.steps_to_accuracy, mb.epochs_to_accuracy) == (m1.steps_to_accuracy, m1.epochs_to_accuracy)
         if r1.status == "completed":
             for key, value in r1.final_state.items():  # type: ignore[union-attr]
                 torch.testing.assert_close(rb.final_state[key], value, rtol=tol, atol=1e-9)  # type: ignore[index]
@@ -69,6 +74,8 @@ def test_batched_equals_one_by_one_papers_protocol(digits: object) -> None:
                             workers=2, keep_weights=True)
     assert torch.get_num_threads() == threads  # restored after the worker threads
     _assert_same(batched, CELLS, SEEDS, digits, config, width=16)
+    crossings = [curve_metrics(r, threshold=0.2).steps_to_accuracy for r in batched]
+    assert any(c is not None and c != int(c) for c in crossings)  # sub-epoch crossings were compared
     facts = batched[0].metadata["batched"]
     assert facts["fused_sgd"] is True and facts["workers"] == 2 and facts["chunks"] == 3
 

@@ -972,7 +972,7 @@ def train_batched(
     # ---------------------------------------------------------------- training loop
     gens = [torch.Generator(device="cpu").manual_seed(sd) for sd in distinct]
     active = torch.ones(M, dtype=torch.bool)
-    hist: dict[str, list[Any]] = {k_: [] for k_ in ("train_loss", "train_acc", "test", "full", "lr")}
+    hist: dict[str, list[Any]] = {k_: [] for k_ in ("train_loss", "train_acc", "step_correct", "test", "full", "lr")}
     stopped_at = [config.epochs] * M  # number of recorded epochs per internal model
     diverged_epoch: list[int | None] = [None] * M
     prev_threads = torch.get_num_threads()
@@ -1003,6 +1003,8 @@ def train_batched(
             hist["lr"].append(lr)
             hist["train_loss"].append(epoch_loss)
             hist["train_acc"].append((correct_rows.sum(0).double() / n_seen).cpu() if classify else None)
+            if classify:  # per-step counts (steps_to_<pct>), the same as train() records
+                hist["step_correct"].append(correct_rows.cpu().clone())
             test = full = None
             if test_plans and config.evaluates(epoch):
                 t_eval = time.perf_counter()
@@ -1053,6 +1055,7 @@ def train_batched(
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
     }
+    step_correct = torch.stack(hist["step_correct"]) if hist["step_correct"] else None  # (epochs, steps, M)
     for j, i in enumerate(order):
         E = min(stopped_at[j], len(hist["train_loss"]))
         ev = [e for e in range(1, E + 1) if hist["test"][e - 1] is not None]
@@ -1080,6 +1083,8 @@ def train_batched(
             train_loss_full=[float(hist["full"][e - 1][0][j]) for e in ev] if config.full_train_eval else None,
             train_acc_full=([float(hist["full"][e - 1][1][j]) for e in ev] if classify else None)
             if config.full_train_eval else None,
+            train_step_correct=step_correct[:E, :, j].tolist() if step_correct is not None else None,
+            step_rows=list(step_rows),
             seed=seed_list[i],
             spec=parsed[i].name,
             final_state=state,

@@ -262,6 +262,12 @@ class TrainResult:
         train_loss_full: Full-pass training loss at each of ``eval_epochs`` when
             ``full_train_eval`` (else ``None``).
         train_acc_full: Full-pass training accuracy likewise.
+        train_step_correct: Per recorded epoch, the number of correct predictions of each
+            SGD step (before its update), ``(epochs, steps)``; the sum of a row divided by
+            the epoch's samples is ``train_acc``. Feeds ``steps_to_<pct>``
+            (:func:`~trilemma.training.steps_to_accuracy`). ``None`` for regression.
+        step_rows: Samples of each SGD step of an epoch (the same every epoch; the last
+            step is smaller unless ``drop_last``).
         lr: Learning rate of every epoch run.
         diverged_epoch: The epoch in which the loss became non-finite (``None`` if not).
         num_params: Trainable parameters of the model.
@@ -289,6 +295,8 @@ class TrainResult:
     diverged_epoch: int | None = None
     train_loss_full: list[float] | None = None
     train_acc_full: list[float] | None = None
+    train_step_correct: list[list[int]] | None = None
+    step_rows: list[int] | None = None
     seed: int | None = None
     spec: str | None = None
     final_state: dict[str, torch.Tensor] | None = None

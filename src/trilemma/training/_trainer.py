@@ -167,7 +167,8 @@ def train(
     opt = _optimizer(params, config)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     rec: dict[str, Any] = {k: [] for k in ("train_loss", "train_acc", "eval_epochs", "test_loss", "test_acc",
-                                           "train_loss_full", "train_acc_full", "lr")}
+                                           "train_loss_full", "train_acc_full", "lr", "step_correct")}
+    step_rows = [min(B, n_seen - s0) for s0 in range(0, n_seen, B)]
     status, diverged_epoch = "completed", None
     start_time = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -177,8 +178,8 @@ def train(
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
         total = torch.zeros((), dtype=dtype, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for start in range(0, n_seen, B):
+        step_correct = torch.zeros(len(step_rows), dtype=torch.int64, device=device)
+        for step, start in enumerate(range(0, n_seen, B)):
             idx = perm[start : start + B]
             out = model(x_tr[idx])
             yb = y_tr[idx]
@@ -188,7 +189,7 @@ def train(
             opt.step()
             total += batch_sum.detach()
             if classify:
-                correct += (out.detach().argmax(1) == yb).sum()
+                step_correct[step] = (out.detach().argmax(1) == yb).sum()
         train_loss = total.item() / n_seen
         if not math.isfinite(train_loss):
             status, diverged_epoch = "diverged", epoch
@@ -196,7 +197,11 @@ def train(
             break
         rec["lr"].append(lr)
         rec["train_loss"].append(train_loss)
-        train_acc = correct.item() / n_seen if classify else None
+        train_acc = None
+        if classify:
+            counts = step_correct.tolist()
+            rec["step_correct"].append(counts)
+            train_acc = sum(counts) / n_seen
         rec["train_acc"].append(train_acc)
         test_loss = test_acc = None
         if config.evaluates(epoch) and x_te.shape[0] > 0:
@@ -229,6 +234,8 @@ def train(
         diverged_epoch=diverged_epoch,
         train_loss_full=rec["train_loss_full"] if config.full_train_eval else None,
         train_acc_full=(rec["train_acc_full"] if classify else None) if config.full_train_eval else None,
+        train_step_correct=rec["step_correct"] if classify else None,
+        step_rows=step_rows,
         seed=config.seed,
         final_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if keep_weights else None,
         metadata={"dataset": dataset.name},
