@@ -161,7 +161,7 @@ class _Weights:
 
 def _weights_of(model: DAGMLP) -> _Weights:
     """The layers of a built model."""
-    layers = {}
+    layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, float]] = {}
     for name, seq in [("stem", model.stem), *model.edges.items(), ("readout", model.readout)]:
         lin, factor = _layer_parts(seq)  # type: ignore[arg-type]
         layers[name] = (lin.weight.detach(), None if lin.bias is None else lin.bias.detach(), factor)
@@ -183,7 +183,7 @@ def _seeded_weights(spec: CellSpec, d: int, k: int, m: int, *, bias: bool, init:
     shapes = [("stem", d, m, 2.0)]
     shapes += [(f"{s}_{t}", m, m, 2.0) for s, t, op in spec.edges() if op == LINEAR]
     shapes.append(("readout", m, k, 1.0))
-    layers = {}
+    layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, float]] = {}
     for name, fan_in, fan_out, gain in shapes:
         w = torch.empty(fan_out, fan_in, dtype=dtype)
         w.uniform_(-1.0, 1.0, generator=gen)  # nn.Linear.reset_parameters: kaiming_uniform_
@@ -269,13 +269,14 @@ class _Stack:
     def export(self, j: int, model: DAGMLP) -> None:
         """Copy internal model ``j``'s weights into ``model`` (a DAGMLP of the same spec)."""
         with torch.no_grad():
-            pairs = [(model.stem, self.Ws[j])]
+            pairs: list[tuple[nn.Module, torch.Tensor]] = [(model.stem, self.Ws[j])]
             for e, (s, t) in enumerate(self.edges):
-                if j in self.pos[e]:
-                    pairs.append((model.edges[f"{s}_{t}"], self.We[e][self.pos[e][j]]))  # type: ignore[index]
+                We = self.We[e]
+                if j in self.pos[e] and We is not None:
+                    pairs.append((model.edges[f"{s}_{t}"], We[self.pos[e][j]]))
             pairs.append((model.readout, self.Wr[j].t()))
             for seq, W in pairs:
-                lin, _ = _layer_parts(seq)
+                lin, _ = _layer_parts(seq)  # type: ignore[arg-type]
                 n_in = W.shape[0] - self.A
                 lin.weight.copy_(W[:n_in].t())
                 if self.bias:
@@ -453,13 +454,12 @@ class _Plan:
         # are never zeroed as a whole.
         emit(_GEMM, z0, self.X, reg(Ws), 0, 0, alpha=st.f_stem)
         emit(_CLAMP, h[0], z0)
-        scratch = buf("scratch", C, B, m) if not train else None
         for t in range(1, H + 1):
             written = [False] * C
             ht = self.ts[h[t]]
             for s in range(t):
                 e = st.edges.index((s, t))
-                out = buf(f"a{e}", C, B, m) if train else scratch
+                out = buf(f"a{e}", C, B, m) if train else buf("scratch", C, B, m)
                 for run in chunk.lin_runs.get(e, []):
                     a, b, kk = run.a, run.b, run.k
                     W = st.We[e][kk : kk + b - a]  # type: ignore[index]
@@ -598,7 +598,7 @@ class _Optimizer:
             self.state = {id(p): [torch.zeros_like(p)] for p in self.params}
         elif config.optimizer == "adam":
             self.state = {id(p): [torch.zeros_like(p), torch.zeros_like(p)] for p in self.params}
-        self.chunk_views: dict[int, tuple[list[torch.Tensor], ...]] = {}
+        self.chunk_views: dict[int, tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]]]] = {}
 
     def register_chunk(self, st: _Stack, chunk: _Chunk) -> None:
         """Pre-make the slices of every parameter/gradient/state tensor that a chunk owns."""
@@ -629,7 +629,7 @@ class _Optimizer:
         ps, gs, ss = self.chunk_views[id(chunk)]
         cfg = self.config
         if cfg.weight_decay:
-            gs = torch._foreach_add(gs, ps, alpha=cfg.weight_decay)
+            gs = list(torch._foreach_add(gs, ps, alpha=cfg.weight_decay))
         if cfg.optimizer == "sgd":
             if cfg.momentum:
                 bufs = [s[0] for s in ss]
@@ -774,7 +774,7 @@ def train_batched(
         )
     if isinstance(specs, (str, CellSpec)) or not isinstance(specs, Sequence) or len(specs) == 0:
         raise InvalidArgumentError("specs must be a non-empty sequence of CellSpec or cell strings")
-    parsed = [CellSpec.parse(s) for s in specs]
+    parsed = [s if isinstance(s, CellSpec) else CellSpec.parse(s) for s in specs]
     if len({s.nodes for s in parsed}) != 1:
         raise InvalidArgumentError(
             f"all specs must have the same number of nodes H; got H in {sorted({s.nodes for s in parsed})}"
@@ -931,6 +931,7 @@ def train_batched(
                     if shared is not None:  # views of the epoch's shuffled data, no copy
                         plan.set_inputs(*shuffled[(shared, ch.size)][step])
                     else:
+                        assert plan.x_buf is not None and plan.y_buf is not None and plan.t_buf is not None
                         sel = idx[own_slots].reshape(-1)
                         torch.index_select(x_tr, 0, sel, out=plan.x_buf.view(-1, x_tr.shape[1]))
                         torch.index_select(y_tr, 0, sel, out=plan.y_buf.view(-1))
@@ -990,7 +991,7 @@ def train_batched(
                 torch.index_select(y_tr, 0, perms[u], out=ye)
                 if mse:
                     torch.index_select(t_tr, 0, perms[u], out=te)
-            _run_workers(pool_exec, lambda w, perms=perms, lr=lr, first=first: train_epoch(w, perms, lr, first), n_workers)
+            _run_workers(pool_exec, functools.partial(train_epoch, perms=perms, lr=lr, first_step=first), n_workers)
             # ---------------------------------------------------- end of epoch
             epoch_loss = (loss_rows.double().sum(0) * loss_sign / n_seen).cpu()
             bad = active & ~torch.isfinite(epoch_loss)
