@@ -13,6 +13,12 @@ from trilemma.training import EpochRecord, TrainConfig, curve_metrics, train_bat
 # skip edges, a dead node (0_10_222: node 1 has no input), the chain, the best single net
 CELLS = ["2_21_112", "2_02_002", "1_01_222", "2_22_221", "0_10_222", "1_22_221", "2_12_122"]
 SEEDS = [0, 1, 2, 0, 1, 2, 3]
+# every available device; CUDA runs skip with the reason on machines without one
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False")),
+]
 
 
 
@@ -65,9 +71,10 @@ def _poisoned_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_batched, "_POISON_BUFFERS", True)
 
 
-def test_batched_equals_one_by_one_papers_protocol(digits: object) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_equals_one_by_one_papers_protocol(digits: object, device: str) -> None:
     """Acceptance: same seeds -> per-epoch losses agree within 1e-6 relative in float64."""
-    config = TrainConfig(epochs=3, batch_size=64, dtype="float64")
+    config = TrainConfig(epochs=3, batch_size=64, dtype="float64", device=device)
     # chunks of 3 split the runs of models; mixed seeds exercise per-model batch orders
     threads = torch.get_num_threads()
     batched = train_batched(CELLS, digits, config, width=16, seeds=SEEDS, chunk_size=3,  # type: ignore[arg-type]
@@ -78,16 +85,19 @@ def test_batched_equals_one_by_one_papers_protocol(digits: object) -> None:
     assert any(c is not None and c != int(c) for c in crossings)  # sub-epoch crossings were compared
     facts = batched[0].metadata["batched"]
     assert facts["fused_sgd"] is True and facts["workers"] == 2 and facts["chunks"] == 3
+    assert facts["device"] == str(torch.device(device)) and batched[0].config.device == facts["device"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("changes", "init", "bias"), [
     ({"momentum": 0.9, "weight_decay": 1e-3}, "he", True),
     ({"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4}, "ntk", False),
     ({"loss": "mse", "schedule": "cosine"}, "ntk", True),
     ({"schedule": "step", "step_size": 1, "full_train_eval": True, "eval_every": 2}, "he", False),
 ])
-def test_batched_equals_one_by_one_options(digits: object, changes: dict, init: str, bias: bool) -> None:
-    config = TrainConfig(epochs=3, batch_size=64, dtype="float64", **changes)
+def test_batched_equals_one_by_one_options(digits: object, changes: dict, init: str, bias: bool,
+                                           device: str) -> None:
+    config = TrainConfig(epochs=3, batch_size=64, dtype="float64", device=device, **changes)
     cells, seeds = CELLS[:5], [5, 5, 5, 6, 6]
     batched = train_batched(cells, digits, config, width=8, seeds=seeds, init=init, bias=bias,  # type: ignore[arg-type]
                             chunk_size=2, workers=2, keep_weights=True)
@@ -130,6 +140,16 @@ def test_callback_and_metadata(digits: object) -> None:
     rec = next(r for r in records if r.model_index == 1 and r.epoch == 2)
     assert rec.train_loss == out[1].train_loss[1] and rec.test_loss == out[1].test_loss[1]
     assert out[2].config.seed == 2 and out[0].metadata["batched"]["models"] == 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(digits: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="'cuda' was requested but CUDA is not available"):
+        train_batched(CELLS[:2], digits, TrainConfig(epochs=1, device="cuda"), width=8)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="'cuda:0' was requested but CUDA is not available"):
+        train_cell(CELLS[0], digits, TrainConfig(epochs=1, device="cuda:0"), width=8)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="device must be a torch device"):
+        train_cell(CELLS[0], digits, TrainConfig(epochs=1, device="gpu"), width=8)  # type: ignore[arg-type]
 
 
 def test_batched_rejects_bad_input(digits: object) -> None:

@@ -13,7 +13,7 @@ same mini-batch order, same optimizer), but runs all models together:
 * **Model order.** Models are re-ordered internally (Gray-code order of their linear-edge
   pattern) so that, for each edge, the models where it is linear form few contiguous
   runs. Each run is one ``baddbmm`` on *views*: no gather or scatter of activations.
-  Skip edges are an in-place masked add over the run of models that has them. The first
+  Skip edges are an in-place copy or add over each run of models that has them. The first
   contribution to a node is written rather than added, so node buffers are never zeroed.
 * **Chunks and workers.** Models are processed in chunks (default <= 8 on the CPU, all on a
   GPU) so that a chunk's activations stay in cache through its forward and backward pass,
@@ -44,6 +44,7 @@ import logging
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,7 +55,15 @@ from torch import nn
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.spaces import LINEAR, SKIP, CellSpec
-from trilemma.training._config import EpochCallback, EpochRecord, TrainConfig, TrainResult, lr_at
+from trilemma.training._config import (
+    EpochCallback,
+    EpochRecord,
+    TrainConfig,
+    TrainResult,
+    lr_at,
+    resolve_device,
+    synchronize,
+)
 from trilemma.training._trainer import _check_batches, _check_dataset, _flat
 
 if TYPE_CHECKING:
@@ -136,7 +145,7 @@ class _Chunk:
     seed_slots: list[int]
     shared_slot: int | None
     lin_runs: dict[int, list[_LinRun]] = field(default_factory=dict)
-    skips: dict[int, tuple[int, int, torch.Tensor | None]] = field(default_factory=dict)
+    skips: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # runs [a, b) of models with skip e
 
     @property
     def size(self) -> int:
@@ -294,8 +303,6 @@ _CLAMP = 1  # dst, src: dst = max(src, 0)
 _RELU_ADD = 2  # dst, src: src = max(src, 0); dst += src
 _ADD = 3  # dst, src
 _COPY = 4  # dst, src
-_ADDCMUL = 5  # dst, src, mask: dst += src·mask
-_MUL = 6  # dst, src, mask: dst = src·mask
 _ZERO = 7  # dst
 _RELU_GRAD = 8  # out, grad, pre: out = grad·1[pre > 0]
 _CE = 9  # logits, dlog, y3, sums, neg_ones, with grad (0/1): Σ log p(y) and dlog = p − onehot(y)
@@ -318,10 +325,6 @@ def _execute_program(ts: list[torch.Tensor], code: list[list[int]], alphas: list
             ts[c[1]].add_(ts[c[2]])
         elif op == 4:
             ts[c[1]].copy_(ts[c[2]])
-        elif op == 5:
-            ts[c[1]].addcmul_(ts[c[2]], ts[c[3]])
-        elif op == 6:
-            torch.mul(ts[c[2]], ts[c[3]], out=ts[c[1]])
         elif op == 7:
             ts[c[1]].zero_()
         elif op == 8:
@@ -469,15 +472,10 @@ class _Plan:
                         # the ReLU mask 1[z > 0] of the backward pass
                         emit(_RELU_ADD if written[p] else _CLAMP, reg(ht[p:q]), reg(out[p:q]))
                     written[a:b] = [True] * (b - a)
-                if e in chunk.skips:
-                    a, b, mask = chunk.skips[e]
+                for a, b in chunk.skips.get(e, []):
                     hs = self.ts[h[s]]
                     for p, q in _segments(written, a, b):
-                        if mask is None:
-                            emit(_ADD if written[p] else _COPY, reg(ht[p:q]), reg(hs[p:q]))
-                        else:
-                            emit(_ADDCMUL if written[p] else _MUL, reg(ht[p:q]), reg(hs[p:q]),
-                                 reg(mask[p - a : q - a]))
+                        emit(_ADD if written[p] else _COPY, reg(ht[p:q]), reg(hs[p:q]))
                     written[a:b] = [True] * (b - a)
             for p, q in _segments(written, 0, C):
                 if not written[p]:
@@ -526,14 +524,9 @@ class _Plan:
             for s in range(t - 1, -1, -1):
                 e = st.edges.index((s, t))
                 dws = dwritten[s]
-                if e in chunk.skips:
-                    a, b, mask = chunk.skips[e]
+                for a, b in chunk.skips.get(e, []):
                     for p, q in _segments(dws, a, b):
-                        if mask is None:
-                            emit(_ADD if dws[p] else _COPY, reg(dh_t[s][p:q]), reg(dh_t[t][p:q]))
-                        else:
-                            emit(_ADDCMUL if dws[p] else _MUL, reg(dh_t[s][p:q]), reg(dh_t[t][p:q]),
-                                 reg(mask[p - a : q - a]))
+                        emit(_ADD if dws[p] else _COPY, reg(dh_t[s][p:q]), reg(dh_t[t][p:q]))
                     dws[a:b] = [True] * (b - a)
                 if not chunk.lin_runs.get(e):
                     continue
@@ -582,6 +575,24 @@ class _Plan:
         if correct is not None:
             self.ts[5] = correct
         _program_runner()(self.ts, self.eval_code, self.eval_alphas, 0.0)
+
+
+def _gemm_shapes(code: list[list[int]], ts: list[torch.Tensor]) -> list[tuple[int, int, int, int]]:
+    """``(batch, rows, inner, cols)`` of every GEMM of a program (``out (batch, rows, cols)``)."""
+    shapes = []
+    for c in code:
+        if c[0] == _GEMM:
+            out, b = ts[c[1]], ts[c[3]]  # ``a`` may be a per-step input slot; ``b`` never is
+            shapes.append((int(out.shape[0]), int(out.shape[1]), int(b.shape[-2]), int(out.shape[2])))
+    return shapes
+
+
+def _gemm_work(counts: Counter[tuple[int, int, int, int]]) -> dict[str, Any]:
+    """Plain-JSON summary of GEMM calls: shapes with call counts, and their FLOPs."""
+    return {
+        "shapes": [[*shape, n] for shape, n in sorted(counts.items())],
+        "flop": float(sum(2.0 * b * r * k * c * n for (b, r, k, c), n in counts.items())),
+    }
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -787,7 +798,7 @@ def train_batched(
         raise InvalidArgumentError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InvalidArgumentError(f"workers must be a positive int or None, got {workers!r}")
-    device = torch.device(config.device) if config.device is not None else torch.device("cpu")
+    device = resolve_device(config.device)
     dtype = config.torch_dtype or torch.float32
     t_start = time.perf_counter()
 
@@ -856,14 +867,11 @@ def train_batched(
         for e in range(len(st.edges)):
             lin = [st.ops[j][e] == LINEAR for j in range(c0, c1)]
             ch.lin_runs[e] = [_LinRun(e, a, b, st.pos[e][c0 + a]) for a, b in _runs(lin)]
+            # a skip edge is a copy/add over each run of models that have it (measured faster
+            # than one masked multiply-add over the span of the runs)
             skip = [st.ops[j][e] == SKIP for j in range(c0, c1)]
             if any(skip):
-                a = skip.index(True)
-                b = len(skip) - skip[::-1].index(True)
-                mask = None
-                if not all(skip[a:b]):
-                    mask = torch.tensor(skip[a:b], dtype=dtype, device=device).view(-1, 1, 1)
-                ch.skips[e] = (a, b, mask)
+                ch.skips[e] = _runs(skip)
         chunks.append(ch)
     opt = _Optimizer(st, config)
     for ch in chunks:
@@ -897,6 +905,15 @@ def train_batched(
 
     test_plans = eval_plans(x_te, y_te, t_te) if (config.eval_every and x_te.shape[0]) else []
     full_plans = eval_plans(x_tr, y_tr, t_tr) if config.full_train_eval else []
+    train_gemms: Counter[tuple[int, int, int, int]] = Counter()
+    for (_, rows), plan in train_plans.items():
+        uses = sum(r == rows for r in (min(B, n_seen - s0) for s0 in range(0, n_seen, B)))
+        for shape in _gemm_shapes(plan.train_code, plan.ts):
+            train_gemms[shape] += uses
+    eval_gemms: Counter[tuple[int, int, int, int]] = Counter(
+        shape for per_worker in (*test_plans, *full_plans) for plan in per_worker
+        for shape in _gemm_shapes(plan.eval_code, plan.ts))
+    synchronize(device)
     setup_time = time.perf_counter() - t_start
     logger.info("batched training of %d models (H=%d, width %d): %d chunk(s) of <= %d, %d worker(s), %s, %s",
                 M, st.H, width, len(chunks), C, n_workers, device, str(dtype).removeprefix("torch."))
@@ -1010,6 +1027,7 @@ def train_batched(
             if test_plans and config.evaluates(epoch):
                 t_eval = time.perf_counter()
                 tl, ta = evaluate(test_plans, x_te.shape[0])
+                synchronize(device)
                 eval_time += time.perf_counter() - t_eval
                 test = (tl.cpu(), ta.cpu() if ta is not None else None)
                 if full_plans:
@@ -1037,6 +1055,7 @@ def train_batched(
             torch.set_num_threads(prev_threads)
         if pool_exec is not None:
             pool_exec.shutdown()
+    synchronize(device)
     wall = time.perf_counter() - t_start
     train_wall = time.perf_counter() - train_time
     train_cpu = time.process_time() - train_cpu
@@ -1055,6 +1074,10 @@ def train_batched(
         "eval_time": eval_time,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
+        # the GEMMs actually issued: per epoch of training, per evaluation (test + full-train passes)
+        "gemm_train_epoch": _gemm_work(train_gemms),
+        "gemm_evaluation": _gemm_work(eval_gemms),
+        "evaluations": sum(h is not None for h in hist["test"]),
     }
     step_correct = torch.stack(hist["step_correct"]) if hist["step_correct"] else None  # (epochs, steps, M)
     for j, i in enumerate(order):

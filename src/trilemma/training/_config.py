@@ -19,6 +19,8 @@ __all__ = [
     "EpochRecord",
     "EpochCallback",
     "lr_at",
+    "resolve_device",
+    "synchronize",
     "OPTIMIZERS",
     "LOSSES",
     "SCHEDULES",
@@ -206,6 +208,49 @@ class TrainConfig:
             return cls(**values)
         except (InvalidArgumentError, InvalidTypeError) as exc:
             raise ConfigError(str(exc)) from exc
+
+
+def resolve_device(device: str | torch.device | None, default: torch.device | str = "cpu") -> torch.device:
+    """The ``torch.device`` to train on, checked before any tensor is moved there.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``None`` (then ``default``).
+        default: Used when ``device`` is ``None``.
+
+    Returns:
+        The device (CUDA only when asked for; never chosen silently).
+
+    Raises:
+        InvalidArgumentError: the name is not a device, or CUDA/MPS is asked for but not
+            available in this torch build or machine, or the CUDA index does not exist.
+    """
+    name = default if device is None else device
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {name!r}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"device {str(dev)!r} was requested but CUDA is not available (torch {torch.__version__}, "
+                "torch.cuda.is_available() is False); use device='cpu'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InvalidArgumentError(f"device {str(dev)!r} does not exist: {count} CUDA device(s) visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgumentError(f"device {str(dev)!r} was requested but MPS is not available; use device='cpu'")
+    return dev
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (CUDA runs asynchronously); a no-op on the CPU.
+
+    Call it before reading a clock so that timings cover the work, not its launch.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def lr_at(config: TrainConfig, epoch: int) -> float:

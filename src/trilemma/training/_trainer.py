@@ -16,7 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
-from trilemma.training._config import EpochCallback, EpochRecord, TrainConfig, TrainResult, lr_at
+from trilemma.training._config import (
+    EpochCallback,
+    EpochRecord,
+    TrainConfig,
+    TrainResult,
+    lr_at,
+    resolve_device,
+    synchronize,
+)
 
 if TYPE_CHECKING:
     from trilemma.data import Dataset
@@ -154,7 +162,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InvalidArgumentError("model has no trainable parameters")
-    device = torch.device(config.device) if config.device is not None else params[0].device
+    device = resolve_device(config.device, default=params[0].device)
     dtype = config.torch_dtype or params[0].dtype
     model.to(device=device, dtype=dtype)
     data = dataset.to(device=device, dtype=dtype)
@@ -216,6 +224,7 @@ def train(
         logger.debug("epoch %d: lr %.4g train loss %.6g test loss %s", epoch, lr, train_loss, test_loss)
         if callback is not None:
             callback(EpochRecord(epoch, 0, train_loss, train_acc, test_loss, test_acc, lr))
+    synchronize(device)
     wall = time.perf_counter() - start_time
     logger.info("trained %d epoch(s) in %.2fs: %s", len(rec["train_loss"]), wall, status)
     return TrainResult(
@@ -269,8 +278,9 @@ def train_cell(
     config = TrainConfig() if config is None else config
     dataset = _check_dataset(dataset)
     dtype = config.torch_dtype or torch.float32
+    device = resolve_device(config.device)
     model = build_model(spec, dataset.in_features, dataset.num_outputs, width, bias=bias, batchnorm=batchnorm,
-                        init=init, seed=seed, device=config.device, dtype=dtype)  # type: ignore[arg-type]
+                        init=init, seed=seed, device=device, dtype=dtype)  # type: ignore[arg-type]
     result = train(model, dataset, config.replace(seed=seed, dtype=str(dtype).removeprefix("torch.")),
                    callback=callback, keep_weights=keep_weights)
     result.spec = model.spec.name
