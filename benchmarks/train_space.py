@@ -20,10 +20,12 @@ two epochs of the batched run, from the epoch callback, and subtracts their time
   (epoch's GEMM FLOP rate) / (peak measured right after it).
 * **shape-matched peak**: a plain ``torch.bmm`` into preallocated outputs (contiguous
   operands) with the same (batch, rows, inner, cols) shapes and the same call mix as the
-  trainer's GEMMs, run by as many worker threads as the trainer (one intra-op thread
-  each) and, alternatively, by one caller with all threads; the faster is the peak.
-  A quarter of an epoch's calls is replayed after every epoch. ``shape_peak_fraction``
-  = median over epochs of (epoch's GEMM rate) / (shape-matched rate right after it).
+  trainer's GEMMs, run the way the trainer runs (as many worker threads, one intra-op
+  thread each; one caller on a GPU). A quarter of an epoch's calls is replayed after
+  every epoch. ``shape_peak_fraction`` = median over epochs of (epoch's GEMM rate) /
+  (shape-matched rate right after it). (One caller with all intra-op threads was not
+  faster on the 2-core machine, and on a loaded machine OpenMP's barriers made it up to
+  tens of times slower, so it is not used.)
 * **one by one**: ``train_cell`` on a seeded subset of the cells (whole runs, spread over
   the batched run's epoch boundaries), with the faster of torch's thread count and one
   thread (a short pilot decides); extrapolated to all benchmarked cells by the mean time
@@ -149,18 +151,7 @@ class ShapeMatched:
         synchronize(self.device)
         return self.flop / (time.perf_counter() - t) / 1e9
 
-    def run_single(self) -> float:
-        synchronize(self.device)
-        t = time.perf_counter()
-        self._run(self.calls, None)
-        synchronize(self.device)
-        return self.flop / (time.perf_counter() - t) / 1e9
-
-    def __call__(self) -> float:
-        rates = [self.run_workers()]
-        if self.pool is not None:
-            rates.append(self.run_single())
-        return max(rates)
+    __call__ = run_workers
 
 
 def output_path(args: argparse.Namespace, defaults: dict[str, Any]) -> Path:
@@ -290,13 +281,23 @@ def main(argv: list[str] | None = None) -> int:
     flop_total = facts["gemm_train_epoch"]["flop"] * E + facts["gemm_evaluation"]["flop"] * facts["evaluations"]
     loop_rate = flop_total / loop / 1e9
     useful = 6.0 * params * ds.num_train * E
+    med = statistics.median
     singles = state["singles"]
     per_cell = state["single_time"] / len(singles)
     extrapolated = per_cell * len(cells)
     speedup = extrapolated / batched_wall
+    # the one-by-one runs' GEMM work (forward, weight and input gradients, but no input
+    # gradient of the stem, as autograd skips it; test forwards every epoch), and the
+    # speed-up that batching could reach at most: one by one at that rate vs the matmul peak
+    obo_flop = 0.0
+    for i in singles:
+        P = count_params(cells[i], args.width, ds.in_features, ds.num_outputs)
+        stem = (ds.in_features + 1) * args.width
+        obo_flop += ((6.0 * P - 2.0 * stem) * ds.num_train + 2.0 * P * ds.num_test) * E
+    obo_rate = obo_flop / state["single_time"] / 1e9
+    speedup_bound = med(state["peaks"]) / obo_rate
     diffs = [abs(r.train_loss[-1] - batched[i].train_loss[-1]) / abs(r.train_loss[-1])
              for i, r in singles.items() if r.status == "completed" and batched[i].status == "completed"]
-    med = statistics.median
     peak_fraction = med(peak_ratios) if peak_ratios else loop_rate / med(state["peaks"])
     shape_fraction = med(shape_ratios) if shape_ratios else loop_rate / med(state["shape"])
     full_space_s = loop / (len(cells) * E) * len(all_cells) if args.cells is not None else None
@@ -317,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one by one ({obo_threads} thread(s)): {len(singles)} cells in {state['single_time']:.1f} s "
           f"({per_cell:.2f} s/cell), extrapolated to {len(cells)} cells: {extrapolated:.0f} s "
           f"(EXTRAPOLATED from a seeded subset of {len(singles)})")
-    print(f"speedup batched vs one by one: {speedup:.1f}x")
+    print(f"speedup batched vs one by one: {speedup:.1f}x (one by one runs its GEMMs at {obo_rate:.1f} GFLOP/s = "
+          f"{obo_rate / med(state['peaks']):.2f} of the 2048^2 peak, so no trainer could exceed "
+          f"{speedup_bound:.1f}x here)")
     if full_space_s is not None:
         print(f"full space ({len(all_cells)} cells) at this width and data: {full_space_s:.0f} s per {E} epochs = "
               f"{full_space_s / E:.1f} s per epoch (EXTRAPOLATED from {len(cells)} cells)")
@@ -357,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         "one_by_one_threads": obo_threads,
         "one_by_one_pilot_s_by_threads": {str(t): v for t, v in pilot.items()},
         "one_by_one_extrapolated_s": extrapolated,
+        "one_by_one_gemm_gflops": obo_rate,
+        "speedup_upper_bound": speedup_bound,
         "full_space_extrapolated_s": full_space_s,
         "diverged": sum(r.diverged for r in batched),
         "final_loss_rel_diff_median": float(np.median(diffs)) if diffs else None,
