@@ -193,3 +193,33 @@ def test_batched_is_deterministic_across_workers(digits: object) -> None:
     two = train_batched(CELLS, digits, config, width=8, seeds=SEEDS, chunk_size=2, workers=3)  # type: ignore[arg-type]
     for a, b in zip(one, two):
         assert a.train_loss == b.train_loss and a.test_loss == b.test_loss and a.test_acc == b.test_acc
+
+
+def test_autocast_bfloat16_matches_one_by_one(digits: object) -> None:
+    """bfloat16 autocast: batched and one by one round differently inside their GEMMs, so they
+    agree to bfloat16 accuracy (not 1e-6); both differ from float32 by about as much."""
+    config = TrainConfig(epochs=3, batch_size=64, autocast="bfloat16")
+    cells, seeds = CELLS[:5], [0, 1, 2, 0, 1]
+    batched = train_batched(cells, digits, config, width=16, seeds=seeds, chunk_size=2, workers=2,  # type: ignore[arg-type]
+                            keep_weights=True)
+    plain = train_batched(cells, digits, config.replace(autocast=None), width=16, seeds=seeds,  # type: ignore[arg-type]
+                          chunk_size=2, workers=2)
+    for spec, seed, rb, r32 in zip(cells, seeds, batched, plain):
+        r1 = train_cell(spec, digits, config, width=16, seed=seed, keep_weights=True)  # type: ignore[arg-type]
+        assert _rel(rb.train_loss, r1.train_loss) < 2e-2 and _rel(rb.test_loss, r1.test_loss) < 2e-2, spec
+        assert 0 < _rel(rb.train_loss, r32.train_loss) < 2e-2, spec  # bfloat16 was used, and is close
+        assert rb.final_state["stem.0.weight"].dtype == torch.float32  # type: ignore[index]  # float32 masters
+    # momentum keeps per-parameter state in float32 and refreshes the bfloat16 copies
+    mom = config.replace(momentum=0.9, loss="mse")
+    rb = train_batched(cells[:3], digits, mom, width=16, seeds=1, chunk_size=2)  # type: ignore[arg-type]
+    for spec, r in zip(cells[:3], rb):
+        assert _rel(r.train_loss, train_cell(spec, digits, mom, width=16, seed=1).train_loss) < 2e-2  # type: ignore[arg-type]
+
+
+def test_autocast_validation(digits: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="autocast must be one of"):
+        TrainConfig(autocast="float16")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="needs float32 master weights"):
+        TrainConfig(autocast="bfloat16", dtype="float64")
+    with pytest.raises(InvalidArgumentError, match="init='ntk' and bias=True"):
+        train_batched(CELLS[:2], digits, TrainConfig(epochs=1, autocast="bfloat16"), width=8, init="ntk")  # type: ignore[arg-type]

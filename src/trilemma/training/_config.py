@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,12 +27,15 @@ __all__ = [
     "LOSSES",
     "SCHEDULES",
     "STATUSES",
+    "AUTOCAST",
+    "bf16_matmul_is_native",
 ]
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("auto", "cross_entropy", "mse")
 SCHEDULES = ("constant", "cosine", "step")
 STATUSES = ("completed", "diverged")
+AUTOCAST = (None, "bfloat16")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -90,6 +95,13 @@ class TrainConfig:
             each evaluated epoch (the default training curve is the running mean, below).
         eval_batch_size: Rows per forward pass during evaluation.
         drop_last: Drop the last, smaller mini-batch of every epoch.
+        autocast: ``None`` (default: everything in ``dtype``) or ``"bfloat16"``: mixed
+            precision as ``torch.autocast`` does it, i.e. float32 master weights, the
+            linear layers (forward and both gradients) and the activations between them
+            in bfloat16, losses and the weight update in float32. Needs ``dtype`` float32.
+            It pays off only where bfloat16 matrix multiplication is native (CPUs with
+            AVX512-BF16 or AMX, recent GPUs); elsewhere it is emulated and much slower (a
+            warning is logged). Accuracy impact: see ``benchmarks/train_space.py --autocast``.
     """
 
     epochs: int = 100
@@ -112,6 +124,7 @@ class TrainConfig:
     full_train_eval: bool = False
     eval_batch_size: int = 4096
     drop_last: bool = False
+    autocast: Literal["bfloat16"] | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -154,6 +167,17 @@ class TrainConfig:
         _check_int("eval_batch_size", self.eval_batch_size, 1)
         if not isinstance(self.drop_last, bool):
             raise InvalidTypeError(f"TrainConfig.drop_last must be a bool, got {self.drop_last!r}")
+        if self.autocast not in AUTOCAST:
+            raise InvalidArgumentError(f"TrainConfig.autocast must be one of {AUTOCAST}, got {self.autocast!r}")
+        if self.autocast is not None and self.dtype not in (None, "float32"):
+            raise InvalidArgumentError(
+                f"TrainConfig.autocast={self.autocast!r} needs float32 master weights (dtype None or 'float32'), "
+                f"got dtype={self.dtype!r}")
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """``autocast`` as a ``torch.dtype`` (``None`` when off)."""
+        return None if self.autocast is None else _DTYPES[self.autocast]
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
@@ -240,6 +264,33 @@ def resolve_device(device: str | torch.device | None, default: torch.device | st
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidArgumentError(f"device {str(dev)!r} was requested but MPS is not available; use device='cpu'")
     return dev
+
+
+def bf16_matmul_is_native(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively on ``device`` (else emulated, slow).
+
+    CPU: oneDNN's bfloat16 support (AVX512-BF16 or AMX); CUDA: compute capability >= 8.0.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def check_autocast(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``config`` on ``device``; warns (once) where it is emulated."""
+    dtype = config.autocast_dtype
+    if dtype is not None and not bf16_matmul_is_native(device):
+        _warn_emulated(str(config.autocast), str(device))
+    return dtype
+
+
+@functools.cache
+def _warn_emulated(autocast: str, device: str) -> None:
+    logging.getLogger("trilemma.training").warning(
+        "autocast=%r on %s: this device has no native bfloat16 matrix multiplication (CPU capability %s); it is "
+        "emulated and much slower than float32", autocast, device, torch.backends.cpu.get_cpu_capability())
 
 
 def synchronize(device: torch.device) -> None:

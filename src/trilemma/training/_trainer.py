@@ -6,6 +6,7 @@ reproduce model by model.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from trilemma.training._config import (
     EpochRecord,
     TrainConfig,
     TrainResult,
+    check_autocast,
     lr_at,
     resolve_device,
     synchronize,
@@ -74,9 +76,14 @@ def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     return F.mse_loss(out, target, reduction="sum") / out.shape[1]
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batch_size: int = 4096
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batch_size: int = 4096,
+    autocast: torch.dtype | None = None,
 ) -> tuple[float, float | None]:
     """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode (mode restored after).
 
@@ -85,6 +92,7 @@ def evaluate(
         x: Inputs ``(n, *)``; y: targets (class indices ``(n,)`` or values ``(n, k)``).
         loss: ``"cross_entropy"`` or ``"mse"``.
         batch_size: Rows per forward pass.
+        autocast: Run the forward pass under ``torch.autocast`` with this dtype (``None``: off).
 
     Returns:
         ``(mean loss, accuracy)``; accuracy is ``None`` for regression targets.
@@ -101,9 +109,11 @@ def evaluate(
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
         for start in range(0, n, batch_size):
-            out = model(x[start : start + batch_size])
             yb = y[start : start + batch_size]
-            total += loss_sum(out, yb, loss).double()
+            with _autocast(x.device, autocast):
+                out = model(x[start : start + batch_size])
+                batch_loss = loss_sum(out, yb, loss)
+            total += batch_loss.double()
             if yb.dim() == 1:
                 correct += (out.argmax(1) == yb).sum()
     finally:
@@ -173,6 +183,7 @@ def train(
     B = config.batch_size
     classify = y_tr.dim() == 1
     opt = _optimizer(params, config)
+    amp = check_autocast(config, device)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     rec: dict[str, Any] = {k: [] for k in ("train_loss", "train_acc", "eval_epochs", "test_loss", "test_acc",
                                            "train_loss_full", "train_acc_full", "lr", "step_correct")}
@@ -189,9 +200,10 @@ def train(
         step_correct = torch.zeros(len(step_rows), dtype=torch.int64, device=device)
         for step, start in enumerate(range(0, n_seen, B)):
             idx = perm[start : start + B]
-            out = model(x_tr[idx])
             yb = y_tr[idx]
-            batch_sum = loss_sum(out, yb, loss_name)
+            with _autocast(device, amp):
+                out = model(x_tr[idx])
+                batch_sum = loss_sum(out, yb, loss_name)
             opt.zero_grad(set_to_none=True)
             (batch_sum / idx.numel()).backward()
             opt.step()
@@ -213,12 +225,12 @@ def train(
         rec["train_acc"].append(train_acc)
         test_loss = test_acc = None
         if config.evaluates(epoch) and x_te.shape[0] > 0:
-            test_loss, test_acc = evaluate(model, x_te, y_te, loss_name, config.eval_batch_size)
+            test_loss, test_acc = evaluate(model, x_te, y_te, loss_name, config.eval_batch_size, amp)
             rec["eval_epochs"].append(epoch)
             rec["test_loss"].append(test_loss)
             rec["test_acc"].append(test_acc)
             if config.full_train_eval:
-                full_loss, full_acc = evaluate(model, x_tr, y_tr, loss_name, config.eval_batch_size)
+                full_loss, full_acc = evaluate(model, x_tr, y_tr, loss_name, config.eval_batch_size, amp)
                 rec["train_loss_full"].append(full_loss)
                 rec["train_acc_full"].append(full_acc)
         logger.debug("epoch %d: lr %.4g train loss %.6g test loss %s", epoch, lr, train_loss, test_loss)
