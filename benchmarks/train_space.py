@@ -61,8 +61,16 @@ import torch
 
 from trilemma.data import load_dataset
 from trilemma.spaces import count_params, enumerate_cells
-from trilemma.training import EpochRecord, TrainConfig, train_batched, train_cell
-from trilemma.training._config import resolve_device, synchronize
+from trilemma.training import (
+    EpochRecord,
+    TrainConfig,
+    bf16_matmul_is_native,
+    curve_metrics,
+    resolve_device,
+    synchronize,
+    train_batched,
+    train_cell,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SMALL = {"cells": None, "epochs": 100, "one_by_one": 30}  # m <= 64 on digits: the whole space
@@ -154,6 +162,50 @@ class ShapeMatched:
     __call__ = run_workers
 
 
+def autocast_check(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """float32 vs bfloat16 autocast, both batched, on the same seeded cells: accuracy and time.
+
+    The study ranks cells, so besides the per-cell differences the rank agreement of the
+    two precisions (Kendall tau over cells) is what decides whether bfloat16 is usable.
+    """
+    from scipy.stats import kendalltau
+
+    ds = load_dataset(args.data)
+    all_cells = [c for c in enumerate_cells(3) if c.topology.trainable]
+    cells = sorted(random.Random(args.seed).sample(all_cells, args.cells), key=lambda c: c.index)
+    config = TrainConfig(epochs=args.epochs, device=str(device))
+    runs, times = {}, {}
+    for name, cfg in (("float32", config), ("bfloat16", config.replace(autocast="bfloat16"))):
+        t0 = time.perf_counter()
+        runs[name] = train_batched(cells, ds, cfg, width=args.width, seeds=args.seed, workers=args.workers)
+        times[name] = time.perf_counter() - t0
+    f32, b16 = runs["float32"], runs["bfloat16"]
+    ok = [i for i in range(len(cells)) if not (f32[i].diverged or b16[i].diverged)]
+    m32 = [curve_metrics(f32[i]) for i in ok]
+    m16 = [curve_metrics(b16[i]) for i in ok]
+    loss_rel = [abs(b.final_train_loss - a.final_train_loss) / abs(a.final_train_loss)  # type: ignore[operator]
+                for a, b in zip(m32, m16)]
+    acc_diff = [abs(b.final_test_acc - a.final_test_acc) for a, b in zip(m32, m16)]  # type: ignore[operator]
+    e50 = [(a.epochs_to_accuracy, b.epochs_to_accuracy) for a, b in zip(m32, m16)]
+
+    def tau(key: str) -> float | None:
+        pairs = [(getattr(a, key), getattr(b, key)) for a, b in zip(m32, m16)
+                 if getattr(a, key) is not None and getattr(b, key) is not None]
+        return float(kendalltau(*zip(*pairs)).statistic) if len(pairs) > 2 else None
+
+    return {
+        "cells": len(cells), "compared": len(ok), "epochs": args.epochs, "width": args.width, "data": args.data,
+        "bf16_native": bf16_matmul_is_native(device),
+        "time_s": times, "time_ratio_bf16_over_f32": times["bfloat16"] / times["float32"],
+        "final_train_loss_rel_diff": {"median": float(np.median(loss_rel)), "max": float(max(loss_rel))},
+        "final_test_acc_abs_diff": {"median": float(np.median(acc_diff)), "max": float(max(acc_diff))},
+        "epochs_to_50_equal": sum(a == b for a, b in e50), "epochs_to_50_compared": len(e50),
+        "kendall_tau_f32_vs_bf16": {key: tau(key) for key in ("expressivity", "epochs_to_accuracy",
+                                                                "steps_to_accuracy", "generalization_gap",
+                                                                "final_test_acc")},
+    }
+
+
 def output_path(args: argparse.Namespace, defaults: dict[str, Any]) -> Path:
     name = f"train_space_m{args.width}_{args.data}"
     if args.device != "cpu":
@@ -162,6 +214,8 @@ def output_path(args: argparse.Namespace, defaults: dict[str, Any]) -> Path:
         name += f"_c{args.cells}"
     if args.epochs != defaults["epochs"]:
         name += f"_e{args.epochs}"
+    if args.autocast:
+        name += f"_{args.autocast}"
     return RESULTS / f"{name}.json"
 
 
@@ -178,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--replay-fraction", type=float, default=0.25, help="share of an epoch's GEMMs replayed")
+    parser.add_argument("--autocast", choices=["bfloat16"], default=None,
+                        help="instead of the speed benchmark: accuracy and time of bfloat16 autocast vs float32 "
+                             "(batched, on a seeded subset: --cells, default 48, --epochs, default 30)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -189,6 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     load_before = load()
+    if args.autocast:
+        args.cells = 48 if args.cells in (-1, None) else args.cells
+        args.epochs = 30 if args.epochs == -1 else args.epochs
+        result = autocast_check(args, device)
+        result["load"] = {"before": load_before, "after": load()}
+        print(json.dumps(result, indent=1))
+        path = Path(args.out) if args.out else output_path(args, {"cells": None, "epochs": None})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
+        return 0
 
     ds = load_dataset(args.data)
     all_cells = [c for c in enumerate_cells(3) if c.topology.trainable]

@@ -29,7 +29,10 @@ from trilemma.training._config import (
     EpochRecord,
     TrainConfig,
     TrainResult,
+    bf16_matmul_is_native,
     lr_at,
+    resolve_device,
+    synchronize,
 )
 from trilemma.training._curves import (
     DEFAULT_THRESHOLD,
@@ -70,9 +73,12 @@ __all__ = [
     "generalization_gap",
     "last_window_gap",
     "last_window_loss",
+    "bf16_matmul_is_native",
     "lr_at",
     "parse_accuracy_metric",
+    "resolve_device",
     "steps_to_accuracy",
+    "synchronize",
     "train",
     "train_batched",
     "train_cell",

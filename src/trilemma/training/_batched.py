@@ -34,7 +34,7 @@ same mini-batch order, same optimizer), but runs all models together:
   that epoch (as :func:`~trilemma.training.train` does), its weights are zeroed and it is
   frozen; the other models are unaffected (no operation mixes models).
 * **Devices.** Everything is allocated on ``config.device`` (CPU by default; CUDA only when
-  asked, checked by :func:`~trilemma.training._config.resolve_device`): the programs use
+  asked, checked by :func:`~trilemma.training.resolve_device`): the programs use
   device-generic tensor operations only, the mini-batch order is drawn on the CPU (as
   :func:`~trilemma.training.train` does) and copied over, and timings synchronize the
   device. On a GPU one chunk holds all models and one thread issues the work.
