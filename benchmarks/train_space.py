@@ -75,6 +75,7 @@ from trilemma.training import (
 RESULTS = Path(__file__).resolve().parent / "results"
 SMALL = {"cells": None, "epochs": 100, "one_by_one": 30}  # m <= 64 on digits: the whole space
 LARGE = {"cells": 64, "epochs": 5, "one_by_one": 6}  # anything bigger: a seeded subset
+AUTOCAST_CELLS = 48  # --autocast: a seeded subset (bfloat16 is emulated, hence slow, on CPUs without it)
 
 
 def load() -> dict[str, Any]:
@@ -234,12 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-fraction", type=float, default=0.25, help="share of an epoch's GEMMs replayed")
     parser.add_argument("--autocast", choices=["bfloat16"], default=None,
                         help="instead of the speed benchmark: accuracy and time of bfloat16 autocast vs float32 "
-                             "(batched, on a seeded subset: --cells, default 48, --epochs, default 30)")
+                             f"(batched, on a seeded subset of --cells, default {AUTOCAST_CELLS}, for --epochs)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
     defaults = SMALL if (args.width <= 64 and args.data == "digits") else LARGE
+    if args.autocast and args.cells == -1:
+        args.cells = AUTOCAST_CELLS
     args.cells = defaults["cells"] if args.cells == -1 else args.cells
     args.epochs = defaults["epochs"] if args.epochs == -1 else args.epochs
     args.one_by_one = defaults["one_by_one"] if args.one_by_one == -1 else args.one_by_one
@@ -247,12 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     load_before = load()
     if args.autocast:
-        args.cells = 48 if args.cells in (-1, None) else args.cells
-        args.epochs = 30 if args.epochs == -1 else args.epochs
         result = autocast_check(args, device)
         result["load"] = {"before": load_before, "after": load()}
         print(json.dumps(result, indent=1))
-        path = Path(args.out) if args.out else output_path(args, {"cells": None, "epochs": None})
+        path = Path(args.out) if args.out else output_path(args, {**defaults, "cells": AUTOCAST_CELLS})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2))
         print(f"wrote {path}")
