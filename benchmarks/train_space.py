@@ -195,6 +195,7 @@ def autocast_check(args: argparse.Namespace, device: torch.device) -> dict[str, 
         return float(kendalltau(*zip(*pairs)).statistic) if len(pairs) > 2 else None
 
     return {
+        "command": " ".join(["python", "benchmarks/train_space.py", *sys.argv[1:]]),
         "cells": len(cells), "compared": len(ok), "epochs": args.epochs, "width": args.width, "data": args.data,
         "bf16_native": bf16_matmul_is_native(device),
         "time_s": times, "time_ratio_bf16_over_f32": times["bfloat16"] / times["float32"],
