@@ -1,4 +1,4 @@
-"""Ground-truth metrics of learning curves (Chen, Huang & Wang, AutoML-Conf 2023, Sec. 5 and App. A).
+"""Ground-truth metrics of learning curves (Chen, Huang & Wang, AutoML-Conf 2023; their convergence is epochs to 50 % training accuracy, App. A).
 
 Epochs are 1-based throughout: ``losses[i]`` is the loss of epoch ``i + 1``.
 
