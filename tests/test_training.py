@@ -16,12 +16,19 @@ from trilemma.errors import ConfigError, InvalidArgumentError, InvalidTypeError
 from trilemma.models import build_model
 from trilemma.training import (
     TrainConfig,
+    TrainResult,
+    accuracy_metric_name,
     convergence_epoch,
+    count_ties,
     curve_metrics,
     epochs_to_accuracy,
     expressivity,
     generalization_gap,
+    last_window_gap,
+    last_window_loss,
     lr_at,
+    parse_accuracy_metric,
+    steps_to_accuracy,
     train,
     train_cell,
 )
@@ -210,3 +217,134 @@ def test_curve_metrics_of_a_result(small: object) -> None:
         assert m.generalization_gap == pytest.approx(r.test_loss[e - 1] - r.train_loss[e - 1])
     assert m.epochs_to_accuracy == epochs_to_accuracy(r.train_acc)  # type: ignore[arg-type]
     assert m.final_test_acc == r.test_acc[-1]  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- accuracy metrics: names
+def test_accuracy_metric_name_follows_the_threshold() -> None:
+    assert accuracy_metric_name() == "epochs_to_50"  # the papers' ground truth
+    assert accuracy_metric_name(0.6) == "epochs_to_60" and accuracy_metric_name(0.6, "step") == "steps_to_60"
+    assert accuracy_metric_name(1.0) == "epochs_to_100" and accuracy_metric_name(0.555) == "epochs_to_55p5"
+    assert parse_accuracy_metric("steps_to_60") == ("step", 0.6)
+    assert parse_accuracy_metric("epochs_to_55p5") == ("epoch", 0.555)
+    assert parse_accuracy_metric("convergence_epoch") is None and parse_accuracy_metric("epochs_to_150") is None
+    with pytest.raises(InvalidArgumentError, match=r"threshold must be a number in \[0, 1\], got 1.5"):
+        accuracy_metric_name(1.5)
+    with pytest.raises(InvalidArgumentError, match="resolution must be one of"):
+        accuracy_metric_name(0.5, "batch")  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(pct=st.integers(0, 100000), resolution=st.sampled_from(["epoch", "step"]))
+def test_accuracy_metric_name_round_trips(pct: int, resolution: str) -> None:
+    thr = pct / 100000
+    name = accuracy_metric_name(thr, resolution)  # type: ignore[arg-type]
+    assert parse_accuracy_metric(name) == (resolution, pytest.approx(thr, abs=1e-9))
+
+
+# --------------------------------------------------------------------------- steps_to_<pct>
+def ref_steps_to_accuracy(correct: list[list[int]], rows: list[int], threshold: float) -> float | None:
+    """The definition by loops: after every global step with a full one-epoch window."""
+    S, n = len(rows), sum(rows)
+    flat = [c for epoch in correct for c in epoch]
+    for t in range(S, len(flat) + 1):  # t = 1-based global step
+        if sum(flat[t - S : t]) / n >= threshold:
+            epoch, step = (t - 1) // S + 1, (t - 1) % S + 1
+            return epoch - 1 + sum(rows[:step]) / n
+    return None
+
+
+def test_steps_to_accuracy_by_hand() -> None:
+    rows = [4, 4, 2]  # n = 10 samples per epoch, the last step smaller
+    correct = [[1, 1, 0], [2, 3, 2], [4, 4, 2]]  # epoch accuracies 0.2, 0.7, 1.0
+    assert epochs_to_accuracy([0.2, 0.7, 1.0]) == 2
+    # window sums after global steps 3..9: 2, 3, 5, 7, 9, 10, 10 (of 10 samples)
+    assert steps_to_accuracy(correct, rows, 0.5) == pytest.approx(1.8)  # step 2 of epoch 2: 1 + 8/10
+    assert steps_to_accuracy(correct, rows, 0.7) == pytest.approx(2.0)  # exactly at the epoch's end
+    assert steps_to_accuracy(correct, rows, 0.2) == 1.0  # a crossing in the first epoch reads 1.0
+    assert steps_to_accuracy(correct, rows, 1.0) == pytest.approx(2.8)  # before the epoch's end
+    assert steps_to_accuracy([], rows, 0.5) is None
+    with pytest.raises(InvalidArgumentError, match=r"shape \(epochs, 3\)"):
+        steps_to_accuracy([[1, 2]], rows, 0.5)
+    with pytest.raises(InvalidArgumentError, match="between 0 and the rows"):
+        steps_to_accuracy([[5, 0, 0]], rows, 0.5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), rows=st.lists(st.integers(1, 6), min_size=1, max_size=5), epochs=st.integers(0, 6),
+       threshold=st.floats(0.0, 1.0))
+def test_steps_to_accuracy_matches_reference(data: st.DataObject, rows: list[int], epochs: int,
+                                             threshold: float) -> None:
+    correct = [[data.draw(st.integers(0, r)) for r in rows] for _ in range(epochs)]
+    got = steps_to_accuracy(correct, rows, threshold)
+    want = ref_steps_to_accuracy(correct, rows, threshold)
+    assert (got is None) == (want is None) and (got is None or got == pytest.approx(want, abs=1e-12))
+    acc = [sum(c) / sum(rows) for c in correct]
+    e = epochs_to_accuracy(acc, threshold) if acc else None
+    if e is not None:  # the window at an epoch's end is that epoch: never later than epochs_to
+        assert got is not None and 1.0 <= got <= e
+
+
+# --------------------------------------------------------------------------- ties
+def test_count_ties() -> None:
+    t = count_ties([35, 35, 35, 12, 40, 40, None, 7])
+    assert (t.n, t.missing, t.distinct, t.largest, t.mode, t.tied) == (7, 1, 4, 3, 35.0, 5)
+    assert count_ties([1.5, 2.5]).tied == 0 and count_ties([2, 1, 2, 1]).mode == 1.0  # smallest of equal groups
+    assert count_ties([None]).as_dict() == {"n": 0, "missing": 1, "distinct": 0, "largest": 0, "mode": None,
+                                            "tied": 0}
+    with pytest.raises(InvalidArgumentError, match="finite or None, got nan"):
+        count_ties([1.0, float("nan")])
+
+
+# --------------------------------------------------------------------------- runs that never plateau
+def _result(losses: list[float], tests: list[float], evals: list[int], acc: list[float] | None = None,
+            status: str = "completed") -> TrainResult:
+    return TrainResult(status=status, epochs=len(losses), train_loss=losses, train_acc=acc, eval_epochs=evals,
+                       test_loss=tests, test_acc=None, lr=[0.1] * len(losses), config=TrainConfig(),
+                       loss="cross_entropy", num_params=1, wall_time=0.0)
+
+
+def test_last_window_loss_and_gap() -> None:
+    losses = [5.0, 4.0, 3.0, 2.0, 1.0]
+    assert last_window_loss(losses, span=2) == 1.5 and last_window_loss(losses, span=10) == 3.0
+    tests = [6.0, 5.5, 4.0, 3.0, 2.5]
+    assert last_window_gap(losses, tests, span=2) == pytest.approx(1.25)  # (1.0 + 1.5) / 2
+    assert last_window_gap(losses, [9.0, 7.0], [2, 3], span=2) == 4.0  # only epoch 3 lies in the window
+    assert last_window_gap(losses, [9.0], [2], span=2) == 5.0  # none in the window: the last evaluated
+    assert last_window_gap(losses, [], [], span=2) is None
+
+
+def test_curve_metrics_flag_runs_that_never_plateau() -> None:
+    """A run without a plateau keeps an expressivity and a gap (last window) and converged=False."""
+    never = [2.0 - 0.05 * e for e in range(30)]  # the moving mean moves by 0.05 every epoch
+    tests = [x + 0.3 + 0.01 * e for e, x in enumerate(never)]
+    m = curve_metrics(_result(never, tests, list(range(1, 31)), acc=[0.02 * e for e in range(30)]), span=10)
+    assert m.convergence_epoch is None and m.converged is False
+    assert m.expressivity == pytest.approx(np.mean(never[-10:]))
+    assert m.generalization_gap == pytest.approx(np.mean([0.3 + 0.01 * e for e in range(20, 30)]))
+    assert m.epochs_to_accuracy == 26 and m.steps_to_accuracy is None  # no per-step counts in this result
+    d = curve_metrics(_result(never, tests, list(range(1, 31)), acc=[0.02 * e for e in range(30)]),
+                      threshold=0.4).as_dict()
+    assert d["converged"] is False and d["epochs_to_40"] == 21 and "steps_to_40" in d and "epochs_to_50" not in d
+    assert all(v is None or np.isfinite(v) for v in d.values())
+    # converged: today's definitions
+    flat = [1.0] * 30
+    c = curve_metrics(_result(flat, [1.5] * 30, list(range(1, 31))))
+    assert c.converged and c.convergence_epoch == 11 and c.expressivity == 1.0 and c.generalization_gap == 0.5
+    # diverged: no converged loss exists
+    dv = curve_metrics(_result(never[:5], tests[:5], [1, 2, 3, 4, 5], status="diverged"))
+    assert dv.converged is False and dv.expressivity is None and dv.generalization_gap is None
+
+
+def test_trainer_records_per_step_counts(small: object) -> None:
+    config = TrainConfig(epochs=3, batch_size=100, lr=0.5)  # 256 samples: steps of 100, 100, 56
+    r = train_cell("1_22_221", small, config, width=16, seed=0)  # type: ignore[arg-type]
+    assert r.step_rows == [100, 100, 56] and len(r.train_step_correct) == 3  # type: ignore[arg-type]
+    assert [sum(c) / 256 for c in r.train_step_correct] == r.train_acc  # type: ignore[union-attr]
+    m = curve_metrics(r, threshold=0.3)
+    assert m.steps_to_accuracy == steps_to_accuracy(r.train_step_correct, r.step_rows, 0.3)  # type: ignore[arg-type]
+    assert m.epochs_to_accuracy is not None and m.steps_to_accuracy <= m.epochs_to_accuracy  # type: ignore[operator]
+    record = json.loads(json.dumps(r.to_dict()))
+    assert record["train_step_correct"] == r.train_step_correct
+    saw = load_dataset("sawtooth", k=2, n_samples=100)
+    reg = train_cell("1_22_221", saw, TrainConfig(epochs=1, batch_size=32), width=8, seed=0)
+    assert reg.train_step_correct is None and reg.step_rows == [32, 32, 16]

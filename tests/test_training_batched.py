@@ -8,11 +8,17 @@ import torch
 
 from trilemma.data import load_dataset
 from trilemma.errors import InvalidArgumentError
-from trilemma.training import EpochRecord, TrainConfig, train_batched, train_cell
+from trilemma.training import EpochRecord, TrainConfig, curve_metrics, train_batched, train_cell
 
 # skip edges, a dead node (0_10_222: node 1 has no input), the chain, the best single net
 CELLS = ["2_21_112", "2_02_002", "1_01_222", "2_22_221", "0_10_222", "1_22_221", "2_12_122"]
 SEEDS = [0, 1, 2, 0, 1, 2, 3]
+# every available device; CUDA runs skip with the reason on machines without one
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False")),
+]
 
 
 
@@ -47,6 +53,11 @@ def _assert_same(batched: list, cells: list[str], seeds: list[int], dataset: obj
         assert rb.eval_epochs == r1.eval_epochs
         if r1.train_acc is not None:
             assert rb.train_acc == r1.train_acc and rb.test_acc == r1.test_acc
+            # the sub-epoch crossing: the same per-step counts, hence the same steps_to_<pct>
+            assert rb.train_step_correct == r1.train_step_correct and rb.step_rows == r1.step_rows
+            for thr in (0.2, 0.5):
+                mb, m1 = curve_metrics(rb, threshold=thr), curve_metrics(r1, threshold=thr)
+                assert (mb.steps_to_accuracy, mb.epochs_to_accuracy) == (m1.steps_to_accuracy, m1.epochs_to_accuracy)
         if r1.status == "completed":
             for key, value in r1.final_state.items():  # type: ignore[union-attr]
                 torch.testing.assert_close(rb.final_state[key], value, rtol=tol, atol=1e-9)  # type: ignore[index]
@@ -60,27 +71,33 @@ def _poisoned_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_batched, "_POISON_BUFFERS", True)
 
 
-def test_batched_equals_one_by_one_papers_protocol(digits: object) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_equals_one_by_one_papers_protocol(digits: object, device: str) -> None:
     """Acceptance: same seeds -> per-epoch losses agree within 1e-6 relative in float64."""
-    config = TrainConfig(epochs=3, batch_size=64, dtype="float64")
+    config = TrainConfig(epochs=3, batch_size=64, dtype="float64", device=device)
     # chunks of 3 split the runs of models; mixed seeds exercise per-model batch orders
     threads = torch.get_num_threads()
     batched = train_batched(CELLS, digits, config, width=16, seeds=SEEDS, chunk_size=3,  # type: ignore[arg-type]
                             workers=2, keep_weights=True)
     assert torch.get_num_threads() == threads  # restored after the worker threads
     _assert_same(batched, CELLS, SEEDS, digits, config, width=16)
+    crossings = [curve_metrics(r, threshold=0.2).steps_to_accuracy for r in batched]
+    assert any(c is not None and c != int(c) for c in crossings)  # sub-epoch crossings were compared
     facts = batched[0].metadata["batched"]
     assert facts["fused_sgd"] is True and facts["workers"] == 2 and facts["chunks"] == 3
+    assert facts["device"] == str(torch.device(device)) and batched[0].config.device == facts["device"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("changes", "init", "bias"), [
     ({"momentum": 0.9, "weight_decay": 1e-3}, "he", True),
     ({"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4}, "ntk", False),
     ({"loss": "mse", "schedule": "cosine"}, "ntk", True),
     ({"schedule": "step", "step_size": 1, "full_train_eval": True, "eval_every": 2}, "he", False),
 ])
-def test_batched_equals_one_by_one_options(digits: object, changes: dict, init: str, bias: bool) -> None:
-    config = TrainConfig(epochs=3, batch_size=64, dtype="float64", **changes)
+def test_batched_equals_one_by_one_options(digits: object, changes: dict, init: str, bias: bool,
+                                           device: str) -> None:
+    config = TrainConfig(epochs=3, batch_size=64, dtype="float64", device=device, **changes)
     cells, seeds = CELLS[:5], [5, 5, 5, 6, 6]
     batched = train_batched(cells, digits, config, width=8, seeds=seeds, init=init, bias=bias,  # type: ignore[arg-type]
                             chunk_size=2, workers=2, keep_weights=True)
@@ -125,6 +142,16 @@ def test_callback_and_metadata(digits: object) -> None:
     assert out[2].config.seed == 2 and out[0].metadata["batched"]["models"] == 3
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(digits: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="'cuda' was requested but CUDA is not available"):
+        train_batched(CELLS[:2], digits, TrainConfig(epochs=1, device="cuda"), width=8)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="'cuda:0' was requested but CUDA is not available"):
+        train_cell(CELLS[0], digits, TrainConfig(epochs=1, device="cuda:0"), width=8)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="device must be a torch device"):
+        train_cell(CELLS[0], digits, TrainConfig(epochs=1, device="gpu"), width=8)  # type: ignore[arg-type]
+
+
 def test_batched_rejects_bad_input(digits: object) -> None:
     config = TrainConfig(epochs=1)
     with pytest.raises(InvalidArgumentError, match="does not support batchnorm=True"):
@@ -166,3 +193,33 @@ def test_batched_is_deterministic_across_workers(digits: object) -> None:
     two = train_batched(CELLS, digits, config, width=8, seeds=SEEDS, chunk_size=2, workers=3)  # type: ignore[arg-type]
     for a, b in zip(one, two):
         assert a.train_loss == b.train_loss and a.test_loss == b.test_loss and a.test_acc == b.test_acc
+
+
+def test_autocast_bfloat16_matches_one_by_one(digits: object) -> None:
+    """bfloat16 autocast: batched and one by one round differently inside their GEMMs, so they
+    agree to bfloat16 accuracy (not 1e-6); both differ from float32 by about as much."""
+    config = TrainConfig(epochs=3, batch_size=64, autocast="bfloat16")
+    cells, seeds = CELLS[:5], [0, 1, 2, 0, 1]
+    batched = train_batched(cells, digits, config, width=16, seeds=seeds, chunk_size=2, workers=2,  # type: ignore[arg-type]
+                            keep_weights=True)
+    plain = train_batched(cells, digits, config.replace(autocast=None), width=16, seeds=seeds,  # type: ignore[arg-type]
+                          chunk_size=2, workers=2)
+    for spec, seed, rb, r32 in zip(cells, seeds, batched, plain):
+        r1 = train_cell(spec, digits, config, width=16, seed=seed, keep_weights=True)  # type: ignore[arg-type]
+        assert _rel(rb.train_loss, r1.train_loss) < 2e-2 and _rel(rb.test_loss, r1.test_loss) < 2e-2, spec
+        assert 0 < _rel(rb.train_loss, r32.train_loss) < 2e-2, spec  # bfloat16 was used, and is close
+        assert rb.final_state["stem.0.weight"].dtype == torch.float32  # type: ignore[index]  # float32 masters
+    # momentum keeps per-parameter state in float32 and refreshes the bfloat16 copies
+    mom = config.replace(momentum=0.9, loss="mse")
+    rb = train_batched(cells[:3], digits, mom, width=16, seeds=1, chunk_size=2)  # type: ignore[arg-type]
+    for spec, r in zip(cells[:3], rb):
+        assert _rel(r.train_loss, train_cell(spec, digits, mom, width=16, seed=1).train_loss) < 2e-2  # type: ignore[arg-type]
+
+
+def test_autocast_validation(digits: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="autocast must be one of"):
+        TrainConfig(autocast="float16")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="needs float32 master weights"):
+        TrainConfig(autocast="bfloat16", dtype="float64")
+    with pytest.raises(InvalidArgumentError, match="init='ntk' and bias=True"):
+        train_batched(CELLS[:2], digits, TrainConfig(epochs=1, autocast="bfloat16"), width=8, init="ntk")  # type: ignore[arg-type]

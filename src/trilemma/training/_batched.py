@@ -13,7 +13,7 @@ same mini-batch order, same optimizer), but runs all models together:
 * **Model order.** Models are re-ordered internally (Gray-code order of their linear-edge
   pattern) so that, for each edge, the models where it is linear form few contiguous
   runs. Each run is one ``baddbmm`` on *views*: no gather or scatter of activations.
-  Skip edges are an in-place masked add over the run of models that has them. The first
+  Skip edges are an in-place copy or add over each run of models that has them. The first
   contribution to a node is written rather than added, so node buffers are never zeroed.
 * **Chunks and workers.** Models are processed in chunks (default <= 8 on the CPU, all on a
   GPU) so that a chunk's activations stay in cache through its forward and backward pass,
@@ -33,6 +33,24 @@ same mini-batch order, same optimizer), but runs all models together:
 * **Divergence.** A model whose epoch loss is non-finite is recorded as ``"diverged"`` in
   that epoch (as :func:`~trilemma.training.train` does), its weights are zeroed and it is
   frozen; the other models are unaffected (no operation mixes models).
+* **Devices.** Everything is allocated on ``config.device`` (CPU by default; CUDA only when
+  asked, checked by :func:`~trilemma.training.resolve_device`): the programs use
+  device-generic tensor operations only, the mini-batch order is drawn on the CPU (as
+  :func:`~trilemma.training.train` does) and copied over, and timings synchronize the
+  device. On a GPU one chunk holds all models and one thread issues the work.
+* **Mixed precision.** With ``config.autocast="bfloat16"`` the GEMMs read bfloat16 copies of
+  the float32 master weights and produce bfloat16 activations and gradients (as
+  ``torch.autocast`` runs ``nn.Linear``), the loss is computed in float32 from the
+  logits, and each update is applied to the master weights, whose copies are then
+  refreshed. It agrees with :func:`~trilemma.training.train` under autocast to bfloat16
+  accuracy (the roundings inside the GEMMs differ), not to 1e-6.
+* **What was tried.** ``torch.compile`` of a chunk's step (the op-code interpreter traced
+  per program) took ~5 s per program to compile and ran no faster than the TorchScript
+  interpreter on the CPU (2.11 vs 2.11 ms per step, m = 64): GEMMs are two thirds of a
+  step at m = 64 and ~95 % at m = 256, and a chunk's remaining element-wise work is a
+  few passes over cache-resident buffers, so it is not used. The stem as one 2-D GEMM
+  over a chunk's models (``(B, d) @ (d, C·m)``) was slower than the batched GEMM at
+  m = 256. See ``benchmarks/train_space.py`` for the measured ratios.
 
 BatchNorm is not supported here (use :func:`~trilemma.training.train` per model).
 """
@@ -44,6 +62,7 @@ import logging
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,7 +73,16 @@ from torch import nn
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.spaces import LINEAR, SKIP, CellSpec
-from trilemma.training._config import EpochCallback, EpochRecord, TrainConfig, TrainResult, lr_at
+from trilemma.training._config import (
+    EpochCallback,
+    EpochRecord,
+    TrainConfig,
+    TrainResult,
+    check_autocast,
+    lr_at,
+    resolve_device,
+    synchronize,
+)
 from trilemma.training._trainer import _check_batches, _check_dataset, _flat
 
 if TYPE_CHECKING:
@@ -136,7 +164,7 @@ class _Chunk:
     seed_slots: list[int]
     shared_slot: int | None
     lin_runs: dict[int, list[_LinRun]] = field(default_factory=dict)
-    skips: dict[int, tuple[int, int, torch.Tensor | None]] = field(default_factory=dict)
+    skips: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # runs [a, b) of models with skip e
 
     @property
     def size(self) -> int:
@@ -161,7 +189,7 @@ class _Weights:
 
 def _weights_of(model: DAGMLP) -> _Weights:
     """The layers of a built model."""
-    layers = {}
+    layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, float]] = {}
     for name, seq in [("stem", model.stem), *model.edges.items(), ("readout", model.readout)]:
         lin, factor = _layer_parts(seq)  # type: ignore[arg-type]
         layers[name] = (lin.weight.detach(), None if lin.bias is None else lin.bias.detach(), factor)
@@ -183,7 +211,7 @@ def _seeded_weights(spec: CellSpec, d: int, k: int, m: int, *, bias: bool, init:
     shapes = [("stem", d, m, 2.0)]
     shapes += [(f"{s}_{t}", m, m, 2.0) for s, t, op in spec.edges() if op == LINEAR]
     shapes.append(("readout", m, k, 1.0))
-    layers = {}
+    layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, float]] = {}
     for name, fan_in, fan_out, gain in shapes:
         w = torch.empty(fan_out, fan_in, dtype=dtype)
         w.uniform_(-1.0, 1.0, generator=gen)  # nn.Linear.reset_parameters: kaiming_uniform_
@@ -212,6 +240,11 @@ class _Stack:
     biases, else 0): stem ``Ws (M, d + A, m)``, edge ``(s, t)`` ``We[e] (n_e, m + A, m)``
     for the ``n_e`` models in which it is linear, readout ``Wr (M, k, m + A)`` (logits are
     computed transposed, ``(k, B)`` per model).
+
+    With a lower-precision ``compute`` dtype (bfloat16 autocast), ``Ws``/``We``/``Wr`` stay
+    the float32 master weights that the optimizer updates and ``Ws_c``/``We_c``/``Wr_c``
+    are their copies in ``compute`` that the GEMMs read (refreshed after every update);
+    otherwise the ``*_c`` names are the masters themselves.
     """
 
     def __init__(
@@ -221,6 +254,7 @@ class _Stack:
         device: torch.device,
         dtype: torch.dtype,
         bias: bool,
+        compute: torch.dtype | None = None,
     ) -> None:
         first = weights[order[0]]
         self.H = first.spec.nodes
@@ -254,28 +288,44 @@ class _Stack:
             if parts:
                 self.f_edge = parts[0][2]
             self.We.append(stack([rows(layer) for layer in parts]) if parts else None)
+        self.ct = dtype if compute is None else compute
+        self.mixed = self.ct != dtype
+
+        def copy(w: torch.Tensor) -> torch.Tensor:
+            return w.to(self.ct) if self.mixed else w
+
+        self.Ws_c, self.Wr_c = copy(self.Ws), copy(self.Wr)
+        self.We_c = [None if w is None else copy(w) for w in self.We]
+        self.shadow = {id(w): c for w, c in zip(self.params(), self.params_c())}
 
     def params(self) -> list[torch.Tensor]:
         return [self.Ws, self.Wr] + [w for w in self.We if w is not None]
 
+    def params_c(self) -> list[torch.Tensor]:
+        """The GEMMs' copies of :meth:`params`, in the same order."""
+        return [self.Ws_c, self.Wr_c] + [w for w in self.We_c if w is not None]
+
     def model_slices(self, j: int) -> list[tuple[torch.Tensor, int]]:
-        """(stacked tensor, row) of every parameter of internal model ``j``."""
+        """(stacked tensor, row) of every parameter (and GEMM copy) of internal model ``j``."""
         out = [(self.Ws, j), (self.Wr, j)]
         for e in range(len(self.edges)):
             if j in self.pos[e]:
                 out.append((self.We[e], self.pos[e][j]))  # type: ignore[arg-type]
+        if self.mixed:
+            out += [(self.shadow[id(w)], row) for w, row in out]
         return out
 
     def export(self, j: int, model: DAGMLP) -> None:
         """Copy internal model ``j``'s weights into ``model`` (a DAGMLP of the same spec)."""
         with torch.no_grad():
-            pairs = [(model.stem, self.Ws[j])]
+            pairs: list[tuple[nn.Module, torch.Tensor]] = [(model.stem, self.Ws[j])]
             for e, (s, t) in enumerate(self.edges):
-                if j in self.pos[e]:
-                    pairs.append((model.edges[f"{s}_{t}"], self.We[e][self.pos[e][j]]))  # type: ignore[index]
+                We = self.We[e]
+                if j in self.pos[e] and We is not None:
+                    pairs.append((model.edges[f"{s}_{t}"], We[self.pos[e][j]]))
             pairs.append((model.readout, self.Wr[j].t()))
             for seq, W in pairs:
-                lin, _ = _layer_parts(seq)
+                lin, _ = _layer_parts(seq)  # type: ignore[arg-type]
                 n_in = W.shape[0] - self.A
                 lin.weight.copy_(W[:n_in].t())
                 if self.bias:
@@ -293,13 +343,12 @@ _CLAMP = 1  # dst, src: dst = max(src, 0)
 _RELU_ADD = 2  # dst, src: src = max(src, 0); dst += src
 _ADD = 3  # dst, src
 _COPY = 4  # dst, src
-_ADDCMUL = 5  # dst, src, mask: dst += src·mask
-_MUL = 6  # dst, src, mask: dst = src·mask
 _ZERO = 7  # dst
 _RELU_GRAD = 8  # out, grad, pre: out = grad·1[pre > 0]
 _CE = 9  # logits, dlog, y3, sums, neg_ones, with grad (0/1): Σ log p(y) and dlog = p − onehot(y)
 _ACC = 10  # logits, mx, eqf, rank_w, score, y3, correct: number of argmax hits (first-max rule)
 _MSE = 11  # logits, dlog, tT, sums: Σ (logits − t)² and dlog = logits − t
+_AXPY = 12  # dst, src: dst −= lr·src (a master weight from a lower-precision gradient)
 
 
 def _execute_program(ts: list[torch.Tensor], code: list[list[int]], alphas: list[float], lr: float) -> None:
@@ -317,10 +366,6 @@ def _execute_program(ts: list[torch.Tensor], code: list[list[int]], alphas: list
             ts[c[1]].add_(ts[c[2]])
         elif op == 4:
             ts[c[1]].copy_(ts[c[2]])
-        elif op == 5:
-            ts[c[1]].addcmul_(ts[c[2]], ts[c[3]])
-        elif op == 6:
-            torch.mul(ts[c[2]], ts[c[3]], out=ts[c[1]])
         elif op == 7:
             ts[c[1]].zero_()
         elif op == 8:
@@ -345,6 +390,8 @@ def _execute_program(ts: list[torch.Tensor], code: list[list[int]], alphas: list
             dlog = ts[c[2]]
             torch.sub(ts[c[1]], ts[c[3]], out=dlog)
             torch.sum(dlog.square(), [1, 2], out=ts[c[4]])
+        elif op == 12:
+            ts[c[1]].add_(ts[c[2]], alpha=-lr)
 
 
 @functools.lru_cache(maxsize=1)
@@ -395,10 +442,10 @@ class _Plan:
     ) -> None:
         C, B, m, k, H, A = chunk.size, rows, st.m, st.k, st.H, st.A
         d = st.d + A  # inputs carry the constant column too
-        dev, dt = st.Ws.device, st.Ws.dtype
+        dev, dt, ct = st.Ws.device, st.Ws.dtype, st.ct  # master and compute (GEMM) dtypes
         tag = "train" if train else "eval"
 
-        def buf(name: str, *shape: int, dtype: torch.dtype = dt, const: float | None = None) -> torch.Tensor:
+        def buf(name: str, *shape: int, dtype: torch.dtype = ct, const: float | None = None) -> torch.Tensor:
             key = (tag, name, shape, dtype, const)
             if key not in pool:
                 t = torch.empty(shape, device=dev, dtype=dtype)  # always written before read
@@ -430,7 +477,7 @@ class _Plan:
         elif chunk.shared_slot is None:
             self.x_buf = buf("xC", C, B, d)
             self.y_buf = buf("yC", C, B, dtype=torch.int64)
-            self.t_buf = buf("tC", C, B, k)
+            self.t_buf = buf("tC", C, B, k, dtype=dt)
             self.set_inputs(self.x_buf, self.x_buf.transpose(1, 2), self.y_buf.unsqueeze(1),
                             self.t_buf.transpose(1, 2))
         # node t: h_aug[t] (C, B, m + A) feeds GEMMs, h[t] = h_aug[t][..., :m]
@@ -445,59 +492,61 @@ class _Plan:
         dlog_t = buf("dlog", C, k, B)
         logits, dlog, dlogT = reg(buf("logits", C, k, B)), reg(dlog_t), reg(dlog_t.transpose(1, 2))
         c0, c1 = chunk.start, chunk.stop
-        Ws, Wr = st.Ws[c0:c1], st.Wr[c0:c1]
+        Ws, Wr = st.Ws[c0:c1], st.Wr[c0:c1]  # masters (updated)
+        Ws_c, Wr_c = st.Ws_c[c0:c1], st.Wr_c[c0:c1]  # what the GEMMs read
         f = st.f_edge
 
         # ---- forward. The first contribution to a row of a node is written (clamp /
         # copy), later ones are added, rows without contribution are zeroed: node buffers
         # are never zeroed as a whole.
-        emit(_GEMM, z0, self.X, reg(Ws), 0, 0, alpha=st.f_stem)
+        emit(_GEMM, z0, self.X, reg(Ws_c), 0, 0, alpha=st.f_stem)
         emit(_CLAMP, h[0], z0)
-        scratch = buf("scratch", C, B, m) if not train else None
         for t in range(1, H + 1):
             written = [False] * C
             ht = self.ts[h[t]]
             for s in range(t):
                 e = st.edges.index((s, t))
-                out = buf(f"a{e}", C, B, m) if train else scratch
+                out = buf(f"a{e}", C, B, m) if train else buf("scratch", C, B, m)
                 for run in chunk.lin_runs.get(e, []):
                     a, b, kk = run.a, run.b, run.k
-                    W = st.We[e][kk : kk + b - a]  # type: ignore[index]
-                    emit(_GEMM, reg(out[a:b]), reg(h_aug[s][a:b]), reg(W), 0, 0, alpha=f)
+                    W_c = st.We_c[e][kk : kk + b - a]  # type: ignore[index]
+                    emit(_GEMM, reg(out[a:b]), reg(h_aug[s][a:b]), reg(W_c), 0, 0, alpha=f)
                     for p, q in _segments(written, a, b):
                         # out keeps z (clamp: first writer) or relu(z) (adders): both give
                         # the ReLU mask 1[z > 0] of the backward pass
                         emit(_RELU_ADD if written[p] else _CLAMP, reg(ht[p:q]), reg(out[p:q]))
                     written[a:b] = [True] * (b - a)
-                if e in chunk.skips:
-                    a, b, mask = chunk.skips[e]
+                for a, b in chunk.skips.get(e, []):
                     hs = self.ts[h[s]]
                     for p, q in _segments(written, a, b):
-                        if mask is None:
-                            emit(_ADD if written[p] else _COPY, reg(ht[p:q]), reg(hs[p:q]))
-                        else:
-                            emit(_ADDCMUL if written[p] else _MUL, reg(ht[p:q]), reg(hs[p:q]),
-                                 reg(mask[p - a : q - a]))
+                        emit(_ADD if written[p] else _COPY, reg(ht[p:q]), reg(hs[p:q]))
                     written[a:b] = [True] * (b - a)
             for p, q in _segments(written, 0, C):
                 if not written[p]:
                     emit(_ZERO, reg(ht[p:q]))
-        emit(_GEMM, logits, reg(Wr), haT[H], 0, 0, alpha=st.f_out)
+        emit(_GEMM, logits, reg(Wr_c), haT[H], 0, 0, alpha=st.f_out)
 
-        # ---- loss
+        # ---- loss, in the master dtype (autocast computes losses in float32 too): with a
+        # lower compute dtype the logits are copied up and the logits' gradient back down
+        logits_l, dlog_l = logits, dlog
+        if st.mixed:
+            logits_l, dlog_l = reg(buf("logits_l", C, k, B, dtype=dt)), reg(buf("dlog_l", C, k, B, dtype=dt))
+            emit(_COPY, logits_l, logits)
         if classify:
-            mx, score = reg(buf("mx", C, 1, B)), reg(buf("score", C, 1, B))
-            eqf = reg(buf("eqf", C, k, B))
+            mx, score = reg(buf("mx", C, 1, B, dtype=dt)), reg(buf("score", C, 1, B, dtype=dt))
+            eqf = reg(buf("eqf", C, k, B, dtype=dt))
             rank_w = reg(torch.arange(k, 0, -1, device=dev, dtype=dt).view(1, k, 1))
-            emit(_ACC, logits, mx, eqf, rank_w, score, self.Y3, self.CORRECT)
+            emit(_ACC, logits_l, mx, eqf, rank_w, score, self.Y3, self.CORRECT)
         if loss == "cross_entropy":
-            neg_ones = buf("neg1", C, 1, B)
+            neg_ones = buf("neg1", C, 1, B, dtype=dt)
             neg_ones.fill_(-1.0)
-            emit(_CE, logits, dlog, self.Y3, self.SUMS, reg(neg_ones), int(train))
+            emit(_CE, logits_l, dlog_l, self.Y3, self.SUMS, reg(neg_ones), int(train))
             grad_scale = 1.0 / B  # dlog is the gradient of the loss *sum*; the mean's 1/B
         else:
-            emit(_MSE, logits, dlog, self.TT, self.SUMS)
+            emit(_MSE, logits_l, dlog_l, self.TT, self.SUMS)
             grad_scale = 2.0 / (B * k)
+        if st.mixed and train:
+            emit(_COPY, dlog, dlog_l)
         if not train:
             self.eval_code, self.eval_alphas = code, alphas
             return
@@ -507,16 +556,28 @@ class _Plan:
         dh = [reg(x) for x in dh_t]
         lr_flag = 1 if fused else 0
 
-        def update(param: torch.Tensor, a_idx: int, b_idx: int, alpha: float, grad: torch.Tensor | None) -> None:
-            # fused SGD: param −= lr·alpha·(a @ b); otherwise grad = alpha·(a @ b)
+        def update(param: torch.Tensor, param_c: torch.Tensor, a_idx: int, b_idx: int, alpha: float,
+                   grad: torch.Tensor | None) -> None:
+            # fused SGD: param −= lr·alpha·(a @ b); otherwise grad = alpha·(a @ b). With a
+            # lower compute dtype the product is formed in it (as autocast's weight
+            # gradient), the master is updated from it and its GEMM copy refreshed.
+            if not st.mixed:
+                if fused:
+                    emit(_GEMM, reg(param), a_idx, b_idx, 1, lr_flag, alpha=alpha)
+                else:
+                    emit(_GEMM, reg(grad), a_idx, b_idx, 0, 0, alpha=alpha)  # type: ignore[arg-type]
+                return
+            g = reg(buf("grad", *param.shape))
+            emit(_GEMM, g, a_idx, b_idx, 0, 0, alpha=alpha)
             if fused:
-                emit(_GEMM, reg(param), a_idx, b_idx, 1, lr_flag, alpha=alpha)
+                emit(_AXPY, reg(param), g)
+                emit(_COPY, reg(param_c), reg(param))
             else:
-                emit(_GEMM, reg(grad), a_idx, b_idx, 0, 0, alpha=alpha)  # type: ignore[arg-type]
+                emit(_COPY, reg(grad), g)  # type: ignore[arg-type]  # the optimizer refreshes the copies
 
         g_out = st.f_out * grad_scale
-        emit(_GEMM, dh[H], dlogT, reg(Wr[..., :m]), 0, 0, alpha=g_out)
-        update(Wr, dlog, ha[H], g_out, grads[id(st.Wr)][c0:c1] if grads is not None else None)
+        emit(_GEMM, dh[H], dlogT, reg(Wr_c[..., :m]), 0, 0, alpha=g_out)
+        update(Wr, Wr_c, dlog, ha[H], g_out, grads[id(st.Wr)][c0:c1] if grads is not None else None)
         dwritten = [[False] * C for _ in range(H + 1)]
         dwritten[H] = [True] * C  # written by the readout
         for t in range(H, 0, -1):
@@ -526,35 +587,31 @@ class _Plan:
             for s in range(t - 1, -1, -1):
                 e = st.edges.index((s, t))
                 dws = dwritten[s]
-                if e in chunk.skips:
-                    a, b, mask = chunk.skips[e]
+                for a, b in chunk.skips.get(e, []):
                     for p, q in _segments(dws, a, b):
-                        if mask is None:
-                            emit(_ADD if dws[p] else _COPY, reg(dh_t[s][p:q]), reg(dh_t[t][p:q]))
-                        else:
-                            emit(_ADDCMUL if dws[p] else _MUL, reg(dh_t[s][p:q]), reg(dh_t[t][p:q]),
-                                 reg(mask[p - a : q - a]))
+                        emit(_ADD if dws[p] else _COPY, reg(dh_t[s][p:q]), reg(dh_t[t][p:q]))
                     dws[a:b] = [True] * (b - a)
                 if not chunk.lin_runs.get(e):
                     continue
-                Z = pool[("train", f"a{e}", (C, B, m), dt, None)]
+                Z = pool[("train", f"a{e}", (C, B, m), ct, None)]
                 for run in chunk.lin_runs[e]:
                     a, b, kk = run.a, run.b, run.k
                     W = st.We[e][kk : kk + b - a]  # type: ignore[index]
+                    W_c = st.We_c[e][kk : kk + b - a]  # type: ignore[index]
                     z = reg(Z[a:b])
                     emit(_RELU_GRAD, z, reg(dh_t[t][a:b]), z)  # δ = dh_t ⊙ 1[z > 0], in place of z
-                    WT = W[:, :m, :].transpose(1, 2)  # the bias row takes no input gradient
+                    WT = W_c[:, :m, :].transpose(1, 2)  # the bias row takes no input gradient
                     for p, q in _segments(dws, a, b):
                         emit(_GEMM, reg(dh_t[s][p:q]), reg(Z[p:q]), reg(WT[p - a : q - a]), int(dws[p]), 0,
                              alpha=f)
                     gW = grads[id(st.We[e])][kk : kk + b - a] if grads is not None else None
-                    update(W, reg(h_aug[s][a:b].transpose(1, 2)), z, f, gW)
+                    update(W, W_c, reg(h_aug[s][a:b].transpose(1, 2)), z, f, gW)
                     dws[a:b] = [True] * (b - a)
         for p, q in _segments(dwritten[0], 0, C):
             if not dwritten[0][p]:
                 emit(_ZERO, reg(dh_t[0][p:q]))
         emit(_RELU_GRAD, dh[0], dh[0], z0)
-        update(Ws, self.XT, dh[0], st.f_stem, grads[id(st.Ws)][c0:c1] if grads is not None else None)
+        update(Ws, Ws_c, self.XT, dh[0], st.f_stem, grads[id(st.Ws)][c0:c1] if grads is not None else None)
         self.train_code, self.train_alphas = code, alphas
 
     @staticmethod
@@ -584,6 +641,24 @@ class _Plan:
         _program_runner()(self.ts, self.eval_code, self.eval_alphas, 0.0)
 
 
+def _gemm_shapes(code: list[list[int]], ts: list[torch.Tensor]) -> list[tuple[int, int, int, int]]:
+    """``(batch, rows, inner, cols)`` of every GEMM of a program (``out (batch, rows, cols)``)."""
+    shapes = []
+    for c in code:
+        if c[0] == _GEMM:
+            out, b = ts[c[1]], ts[c[3]]  # ``a`` may be a per-step input slot; ``b`` never is
+            shapes.append((int(out.shape[0]), int(out.shape[1]), int(b.shape[-2]), int(out.shape[2])))
+    return shapes
+
+
+def _gemm_work(counts: Counter[tuple[int, int, int, int]]) -> dict[str, Any]:
+    """Plain-JSON summary of GEMM calls: shapes with call counts, and their FLOPs."""
+    return {
+        "shapes": [[*shape, n] for shape, n in sorted(counts.items())],
+        "flop": float(sum(2.0 * b * r * k * c * n for (b, r, k, c), n in counts.items())),
+    }
+
+
 # --------------------------------------------------------------------------- optimizer
 class _Optimizer:
     """``torch.optim.SGD`` (momentum, weight decay) / ``Adam`` on stacked tensors, per chunk."""
@@ -598,13 +673,15 @@ class _Optimizer:
             self.state = {id(p): [torch.zeros_like(p)] for p in self.params}
         elif config.optimizer == "adam":
             self.state = {id(p): [torch.zeros_like(p), torch.zeros_like(p)] for p in self.params}
-        self.chunk_views: dict[int, tuple[list[torch.Tensor], ...]] = {}
+        self.chunk_views: dict[int, tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]]]] = {}
+        self.copies: dict[int, list[torch.Tensor]] = {}  # per chunk: the GEMM copies to refresh (autocast)
+        self.shadow = st.shadow if st.mixed else None
 
     def register_chunk(self, st: _Stack, chunk: _Chunk) -> None:
         """Pre-make the slices of every parameter/gradient/state tensor that a chunk owns."""
         if self.fused:
             return
-        ps, gs, ss = [], [], []
+        ps, gs, ss, cs = [], [], [], []
         for p in self.params:
             lo, hi = self._rows(st, p, chunk)
             if hi <= lo:
@@ -612,7 +689,10 @@ class _Optimizer:
             ps.append(p[lo:hi])
             gs.append(self.grads[id(p)][lo:hi])
             ss.append([s[lo:hi] for s in self.state.get(id(p), [])])
+            if self.shadow is not None:
+                cs.append(self.shadow[id(p)][lo:hi])
         self.chunk_views[id(chunk)] = (ps, gs, ss)
+        self.copies[id(chunk)] = cs
 
     @staticmethod
     def _rows(st: _Stack, p: torch.Tensor, chunk: _Chunk) -> tuple[int, int]:
@@ -629,7 +709,7 @@ class _Optimizer:
         ps, gs, ss = self.chunk_views[id(chunk)]
         cfg = self.config
         if cfg.weight_decay:
-            gs = torch._foreach_add(gs, ps, alpha=cfg.weight_decay)
+            gs = list(torch._foreach_add(gs, ps, alpha=cfg.weight_decay))
         if cfg.optimizer == "sgd":
             if cfg.momentum:
                 bufs = [s[0] for s in ss]
@@ -637,7 +717,14 @@ class _Optimizer:
                 torch._foreach_add_(bufs, gs)
                 gs = bufs
             torch._foreach_add_(ps, gs, alpha=-lr)
-            return
+        else:
+            self._adam(ps, gs, ss, lr, t)
+        if self.copies[id(chunk)]:
+            torch._foreach_copy_(self.copies[id(chunk)], ps)
+
+    def _adam(self, ps: list[torch.Tensor], gs: list[torch.Tensor], ss: list[list[torch.Tensor]], lr: float,
+              t: int) -> None:
+        cfg = self.config
         beta1, beta2 = cfg.betas
         m_, v_ = [s[0] for s in ss], [s[1] for s in ss]
         torch._foreach_lerp_(m_, gs, 1 - beta1)
@@ -753,13 +840,20 @@ def train_batched(
         callback: Called with an :class:`EpochRecord` per model and recorded epoch.
         keep_weights: Store each model's trained ``state_dict`` (CPU) in its result.
 
+    ``config.device`` chooses the device (``"cuda"`` trains on the GPU; never chosen
+    silently) and ``config.autocast="bfloat16"`` the mixed-precision mode (module docstring).
+
     Returns:
         ``TrainResult`` per spec, in the order of ``specs``; ``wall_time`` is the whole
-        batched run's time and ``metadata["batched"]`` holds the run's facts.
+        batched run's time and ``metadata["batched"]`` holds the run's facts (chunks,
+        workers, times, and ``gemm_train_epoch`` / ``gemm_evaluation``: the GEMM shapes
+        ``[batch, rows, inner, cols, calls]`` issued per epoch / per evaluation, with their
+        FLOPs).
 
     Raises:
         InvalidArgumentError: empty ``specs``, mixed H, ``batchnorm=True``, bad seeds or
-            chunk size, or a dataset/loss mismatch.
+            chunk size, a dataset/loss mismatch, an unavailable device, or autocast with
+            ``init="ntk"`` and ``bias=True``.
         InvalidTypeError: wrong argument types.
     """
     from trilemma.models import build_model
@@ -774,7 +868,7 @@ def train_batched(
         )
     if isinstance(specs, (str, CellSpec)) or not isinstance(specs, Sequence) or len(specs) == 0:
         raise InvalidArgumentError("specs must be a non-empty sequence of CellSpec or cell strings")
-    parsed = [CellSpec.parse(s) for s in specs]
+    parsed = [s if isinstance(s, CellSpec) else CellSpec.parse(s) for s in specs]
     if len({s.nodes for s in parsed}) != 1:
         raise InvalidArgumentError(
             f"all specs must have the same number of nodes H; got H in {sorted({s.nodes for s in parsed})}"
@@ -787,8 +881,13 @@ def train_batched(
         raise InvalidArgumentError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InvalidArgumentError(f"workers must be a positive int or None, got {workers!r}")
-    device = torch.device(config.device) if config.device is not None else torch.device("cpu")
+    device = resolve_device(config.device)
     dtype = config.torch_dtype or torch.float32
+    compute = check_autocast(config, device)
+    if compute is not None and init == "ntk" and bias:
+        raise InvalidArgumentError(
+            "train_batched does not support autocast with init='ntk' and bias=True (the folded bias's constant "
+            "input 1/f is not exact in bfloat16); use init='he', bias=False, or train_cell")
     t_start = time.perf_counter()
 
     # ---------------------------------------------------------------- data
@@ -835,10 +934,12 @@ def train_batched(
             i,
         ),
     )
-    st = _Stack(weights, order, device, dtype, bias)
+    st = _Stack(weights, order, device, dtype, bias, compute=compute)
     del weights
     if bias:  # inputs carry the constant column of the stem's folded bias (see _Stack)
         x_tr, x_te = (torch.cat([x, x.new_full((x.shape[0], 1), 1.0 / st.f_stem)], 1) for x in (x_tr, x_te))
+    if st.mixed:  # the GEMMs read inputs in the compute dtype (autocast's cast of the stem's input)
+        x_tr, x_te = x_tr.to(st.ct), x_te.to(st.ct)
     distinct = sorted(set(seed_list))
     slot_of = {sd: u for u, sd in enumerate(distinct)}
     slots = torch.tensor([slot_of[seed_list[i]] for i in order], device=device)
@@ -856,14 +957,11 @@ def train_batched(
         for e in range(len(st.edges)):
             lin = [st.ops[j][e] == LINEAR for j in range(c0, c1)]
             ch.lin_runs[e] = [_LinRun(e, a, b, st.pos[e][c0 + a]) for a, b in _runs(lin)]
+            # a skip edge is a copy/add over each run of models that have it (measured faster
+            # than one masked multiply-add over the span of the runs)
             skip = [st.ops[j][e] == SKIP for j in range(c0, c1)]
             if any(skip):
-                a = skip.index(True)
-                b = len(skip) - skip[::-1].index(True)
-                mask = None
-                if not all(skip[a:b]):
-                    mask = torch.tensor(skip[a:b], dtype=dtype, device=device).view(-1, 1, 1)
-                ch.skips[e] = (a, b, mask)
+                ch.skips[e] = _runs(skip)
         chunks.append(ch)
     opt = _Optimizer(st, config)
     for ch in chunks:
@@ -897,6 +995,15 @@ def train_batched(
 
     test_plans = eval_plans(x_te, y_te, t_te) if (config.eval_every and x_te.shape[0]) else []
     full_plans = eval_plans(x_tr, y_tr, t_tr) if config.full_train_eval else []
+    train_gemms: Counter[tuple[int, int, int, int]] = Counter()
+    for (_, rows), plan in train_plans.items():
+        uses = sum(r == rows for r in (min(B, n_seen - s0) for s0 in range(0, n_seen, B)))
+        for shape in _gemm_shapes(plan.train_code, plan.ts):
+            train_gemms[shape] += uses
+    eval_gemms: Counter[tuple[int, int, int, int]] = Counter(
+        shape for per_worker in (*test_plans, *full_plans) for plan in per_worker
+        for shape in _gemm_shapes(plan.eval_code, plan.ts))
+    synchronize(device)
     setup_time = time.perf_counter() - t_start
     logger.info("batched training of %d models (H=%d, width %d): %d chunk(s) of <= %d, %d worker(s), %s, %s",
                 M, st.H, width, len(chunks), C, n_workers, device, str(dtype).removeprefix("torch."))
@@ -931,6 +1038,7 @@ def train_batched(
                     if shared is not None:  # views of the epoch's shuffled data, no copy
                         plan.set_inputs(*shuffled[(shared, ch.size)][step])
                     else:
+                        assert plan.x_buf is not None and plan.y_buf is not None and plan.t_buf is not None
                         sel = idx[own_slots].reshape(-1)
                         torch.index_select(x_tr, 0, sel, out=plan.x_buf.view(-1, x_tr.shape[1]))
                         torch.index_select(y_tr, 0, sel, out=plan.y_buf.view(-1))
@@ -972,7 +1080,7 @@ def train_batched(
     # ---------------------------------------------------------------- training loop
     gens = [torch.Generator(device="cpu").manual_seed(sd) for sd in distinct]
     active = torch.ones(M, dtype=torch.bool)
-    hist: dict[str, list[Any]] = {k_: [] for k_ in ("train_loss", "train_acc", "test", "full", "lr")}
+    hist: dict[str, list[Any]] = {k_: [] for k_ in ("train_loss", "train_acc", "step_correct", "test", "full", "lr")}
     stopped_at = [config.epochs] * M  # number of recorded epochs per internal model
     diverged_epoch: list[int | None] = [None] * M
     prev_threads = torch.get_num_threads()
@@ -990,7 +1098,7 @@ def train_batched(
                 torch.index_select(y_tr, 0, perms[u], out=ye)
                 if mse:
                     torch.index_select(t_tr, 0, perms[u], out=te)
-            _run_workers(pool_exec, lambda w, perms=perms, lr=lr, first=first: train_epoch(w, perms, lr, first), n_workers)
+            _run_workers(pool_exec, functools.partial(train_epoch, perms=perms, lr=lr, first_step=first), n_workers)
             # ---------------------------------------------------- end of epoch
             epoch_loss = (loss_rows.double().sum(0) * loss_sign / n_seen).cpu()
             bad = active & ~torch.isfinite(epoch_loss)
@@ -1003,10 +1111,13 @@ def train_batched(
             hist["lr"].append(lr)
             hist["train_loss"].append(epoch_loss)
             hist["train_acc"].append((correct_rows.sum(0).double() / n_seen).cpu() if classify else None)
+            if classify:  # per-step counts (steps_to_<pct>), the same as train() records
+                hist["step_correct"].append(correct_rows.cpu().clone())
             test = full = None
             if test_plans and config.evaluates(epoch):
                 t_eval = time.perf_counter()
                 tl, ta = evaluate(test_plans, x_te.shape[0])
+                synchronize(device)
                 eval_time += time.perf_counter() - t_eval
                 test = (tl.cpu(), ta.cpu() if ta is not None else None)
                 if full_plans:
@@ -1034,6 +1145,7 @@ def train_batched(
             torch.set_num_threads(prev_threads)
         if pool_exec is not None:
             pool_exec.shutdown()
+    synchronize(device)
     wall = time.perf_counter() - t_start
     train_wall = time.perf_counter() - train_time
     train_cpu = time.process_time() - train_cpu
@@ -1052,7 +1164,12 @@ def train_batched(
         "eval_time": eval_time,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
+        # the GEMMs actually issued: per epoch of training, per evaluation (test + full-train passes)
+        "gemm_train_epoch": _gemm_work(train_gemms),
+        "gemm_evaluation": _gemm_work(eval_gemms),
+        "evaluations": sum(h is not None for h in hist["test"]),
     }
+    step_correct = torch.stack(hist["step_correct"]) if hist["step_correct"] else None  # (epochs, steps, M)
     for j, i in enumerate(order):
         E = min(stopped_at[j], len(hist["train_loss"]))
         ev = [e for e in range(1, E + 1) if hist["test"][e - 1] is not None]
@@ -1080,6 +1197,8 @@ def train_batched(
             train_loss_full=[float(hist["full"][e - 1][0][j]) for e in ev] if config.full_train_eval else None,
             train_acc_full=([float(hist["full"][e - 1][1][j]) for e in ev] if classify else None)
             if config.full_train_eval else None,
+            train_step_correct=step_correct[:E, :, j].tolist() if step_correct is not None else None,
+            step_rows=list(step_rows),
             seed=seed_list[i],
             spec=parsed[i].name,
             final_state=state,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,16 +21,21 @@ __all__ = [
     "EpochRecord",
     "EpochCallback",
     "lr_at",
+    "resolve_device",
+    "synchronize",
     "OPTIMIZERS",
     "LOSSES",
     "SCHEDULES",
     "STATUSES",
+    "AUTOCAST",
+    "bf16_matmul_is_native",
 ]
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("auto", "cross_entropy", "mse")
 SCHEDULES = ("constant", "cosine", "step")
 STATUSES = ("completed", "diverged")
+AUTOCAST = (None, "bfloat16")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -88,6 +95,13 @@ class TrainConfig:
             each evaluated epoch (the default training curve is the running mean, below).
         eval_batch_size: Rows per forward pass during evaluation.
         drop_last: Drop the last, smaller mini-batch of every epoch.
+        autocast: ``None`` (default: everything in ``dtype``) or ``"bfloat16"``: mixed
+            precision as ``torch.autocast`` does it, i.e. float32 master weights, the
+            linear layers (forward and both gradients) and the activations between them
+            in bfloat16, losses and the weight update in float32. Needs ``dtype`` float32.
+            It pays off only where bfloat16 matrix multiplication is native (CPUs with
+            AVX512-BF16 or AMX, recent GPUs); elsewhere it is emulated and much slower (a
+            warning is logged). Accuracy impact: see ``benchmarks/train_space.py --autocast``.
     """
 
     epochs: int = 100
@@ -110,6 +124,7 @@ class TrainConfig:
     full_train_eval: bool = False
     eval_batch_size: int = 4096
     drop_last: bool = False
+    autocast: Literal["bfloat16"] | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -152,6 +167,17 @@ class TrainConfig:
         _check_int("eval_batch_size", self.eval_batch_size, 1)
         if not isinstance(self.drop_last, bool):
             raise InvalidTypeError(f"TrainConfig.drop_last must be a bool, got {self.drop_last!r}")
+        if self.autocast not in AUTOCAST:
+            raise InvalidArgumentError(f"TrainConfig.autocast must be one of {AUTOCAST}, got {self.autocast!r}")
+        if self.autocast is not None and self.dtype not in (None, "float32"):
+            raise InvalidArgumentError(
+                f"TrainConfig.autocast={self.autocast!r} needs float32 master weights (dtype None or 'float32'), "
+                f"got dtype={self.dtype!r}")
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """``autocast`` as a ``torch.dtype`` (``None`` when off)."""
+        return None if self.autocast is None else _DTYPES[self.autocast]
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
@@ -208,6 +234,76 @@ class TrainConfig:
             raise ConfigError(str(exc)) from exc
 
 
+def resolve_device(device: str | torch.device | None, default: torch.device | str = "cpu") -> torch.device:
+    """The ``torch.device`` to train on, checked before any tensor is moved there.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``None`` (then ``default``).
+        default: Used when ``device`` is ``None``.
+
+    Returns:
+        The device (CUDA only when asked for; never chosen silently).
+
+    Raises:
+        InvalidArgumentError: the name is not a device, or CUDA/MPS is asked for but not
+            available in this torch build or machine, or the CUDA index does not exist.
+    """
+    name = default if device is None else device
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {name!r}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"device {str(dev)!r} was requested but CUDA is not available (torch {torch.__version__}, "
+                "torch.cuda.is_available() is False); use device='cpu'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InvalidArgumentError(f"device {str(dev)!r} does not exist: {count} CUDA device(s) visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgumentError(f"device {str(dev)!r} was requested but MPS is not available; use device='cpu'")
+    return dev
+
+
+def bf16_matmul_is_native(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively on ``device`` (else emulated, slow).
+
+    CPU: oneDNN's bfloat16 support (AVX512-BF16 or AMX); CUDA: compute capability >= 8.0.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def check_autocast(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``config`` on ``device``; warns (once) where it is emulated."""
+    dtype = config.autocast_dtype
+    if dtype is not None and not bf16_matmul_is_native(device):
+        _warn_emulated(str(config.autocast), str(device))
+    return dtype
+
+
+@functools.cache
+def _warn_emulated(autocast: str, device: str) -> None:
+    logging.getLogger("trilemma.training").warning(
+        "autocast=%r on %s: this device has no native bfloat16 matrix multiplication (CPU capability %s); it is "
+        "emulated and much slower than float32", autocast, device, torch.backends.cpu.get_cpu_capability())
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (CUDA runs asynchronously); a no-op on the CPU.
+
+    Call it before reading a clock so that timings cover the work, not its launch.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def lr_at(config: TrainConfig, epoch: int) -> float:
     """Learning rate used during ``epoch`` (0-based), constant within an epoch.
 
@@ -262,6 +358,12 @@ class TrainResult:
         train_loss_full: Full-pass training loss at each of ``eval_epochs`` when
             ``full_train_eval`` (else ``None``).
         train_acc_full: Full-pass training accuracy likewise.
+        train_step_correct: Per recorded epoch, the number of correct predictions of each
+            SGD step (before its update), ``(epochs, steps)``; the sum of a row divided by
+            the epoch's samples is ``train_acc``. Feeds ``steps_to_<pct>``
+            (:func:`~trilemma.training.steps_to_accuracy`). ``None`` for regression.
+        step_rows: Samples of each SGD step of an epoch (the same every epoch; the last
+            step is smaller unless ``drop_last``).
         lr: Learning rate of every epoch run.
         diverged_epoch: The epoch in which the loss became non-finite (``None`` if not).
         num_params: Trainable parameters of the model.
@@ -289,6 +391,8 @@ class TrainResult:
     diverged_epoch: int | None = None
     train_loss_full: list[float] | None = None
     train_acc_full: list[float] | None = None
+    train_step_correct: list[list[int]] | None = None
+    step_rows: list[int] | None = None
     seed: int | None = None
     spec: str | None = None
     final_state: dict[str, torch.Tensor] | None = None

@@ -6,6 +6,7 @@ reproduce model by model.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -16,7 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
-from trilemma.training._config import EpochCallback, EpochRecord, TrainConfig, TrainResult, lr_at
+from trilemma.training._config import (
+    EpochCallback,
+    EpochRecord,
+    TrainConfig,
+    TrainResult,
+    check_autocast,
+    lr_at,
+    resolve_device,
+    synchronize,
+)
 
 if TYPE_CHECKING:
     from trilemma.data import Dataset
@@ -66,9 +76,14 @@ def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     return F.mse_loss(out, target, reduction="sum") / out.shape[1]
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batch_size: int = 4096
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batch_size: int = 4096,
+    autocast: torch.dtype | None = None,
 ) -> tuple[float, float | None]:
     """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode (mode restored after).
 
@@ -77,6 +92,7 @@ def evaluate(
         x: Inputs ``(n, *)``; y: targets (class indices ``(n,)`` or values ``(n, k)``).
         loss: ``"cross_entropy"`` or ``"mse"``.
         batch_size: Rows per forward pass.
+        autocast: Run the forward pass under ``torch.autocast`` with this dtype (``None``: off).
 
     Returns:
         ``(mean loss, accuracy)``; accuracy is ``None`` for regression targets.
@@ -93,9 +109,11 @@ def evaluate(
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
         for start in range(0, n, batch_size):
-            out = model(x[start : start + batch_size])
             yb = y[start : start + batch_size]
-            total += loss_sum(out, yb, loss).double()
+            with _autocast(x.device, autocast):
+                out = model(x[start : start + batch_size])
+                batch_loss = loss_sum(out, yb, loss)
+            total += batch_loss.double()
             if yb.dim() == 1:
                 correct += (out.argmax(1) == yb).sum()
     finally:
@@ -154,7 +172,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InvalidArgumentError("model has no trainable parameters")
-    device = torch.device(config.device) if config.device is not None else params[0].device
+    device = resolve_device(config.device, default=params[0].device)
     dtype = config.torch_dtype or params[0].dtype
     model.to(device=device, dtype=dtype)
     data = dataset.to(device=device, dtype=dtype)
@@ -165,9 +183,11 @@ def train(
     B = config.batch_size
     classify = y_tr.dim() == 1
     opt = _optimizer(params, config)
+    amp = check_autocast(config, device)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     rec: dict[str, Any] = {k: [] for k in ("train_loss", "train_acc", "eval_epochs", "test_loss", "test_acc",
-                                           "train_loss_full", "train_acc_full", "lr")}
+                                           "train_loss_full", "train_acc_full", "lr", "step_correct")}
+    step_rows = [min(B, n_seen - s0) for s0 in range(0, n_seen, B)]
     status, diverged_epoch = "completed", None
     start_time = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -177,18 +197,19 @@ def train(
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
         total = torch.zeros((), dtype=dtype, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for start in range(0, n_seen, B):
+        step_correct = torch.zeros(len(step_rows), dtype=torch.int64, device=device)
+        for step, start in enumerate(range(0, n_seen, B)):
             idx = perm[start : start + B]
-            out = model(x_tr[idx])
             yb = y_tr[idx]
-            batch_sum = loss_sum(out, yb, loss_name)
+            with _autocast(device, amp):
+                out = model(x_tr[idx])
+                batch_sum = loss_sum(out, yb, loss_name)
             opt.zero_grad(set_to_none=True)
             (batch_sum / idx.numel()).backward()
             opt.step()
             total += batch_sum.detach()
             if classify:
-                correct += (out.detach().argmax(1) == yb).sum()
+                step_correct[step] = (out.detach().argmax(1) == yb).sum()
         train_loss = total.item() / n_seen
         if not math.isfinite(train_loss):
             status, diverged_epoch = "diverged", epoch
@@ -196,21 +217,26 @@ def train(
             break
         rec["lr"].append(lr)
         rec["train_loss"].append(train_loss)
-        train_acc = correct.item() / n_seen if classify else None
+        train_acc = None
+        if classify:
+            counts = step_correct.tolist()
+            rec["step_correct"].append(counts)
+            train_acc = sum(counts) / n_seen
         rec["train_acc"].append(train_acc)
         test_loss = test_acc = None
         if config.evaluates(epoch) and x_te.shape[0] > 0:
-            test_loss, test_acc = evaluate(model, x_te, y_te, loss_name, config.eval_batch_size)
+            test_loss, test_acc = evaluate(model, x_te, y_te, loss_name, config.eval_batch_size, amp)
             rec["eval_epochs"].append(epoch)
             rec["test_loss"].append(test_loss)
             rec["test_acc"].append(test_acc)
             if config.full_train_eval:
-                full_loss, full_acc = evaluate(model, x_tr, y_tr, loss_name, config.eval_batch_size)
+                full_loss, full_acc = evaluate(model, x_tr, y_tr, loss_name, config.eval_batch_size, amp)
                 rec["train_loss_full"].append(full_loss)
                 rec["train_acc_full"].append(full_acc)
         logger.debug("epoch %d: lr %.4g train loss %.6g test loss %s", epoch, lr, train_loss, test_loss)
         if callback is not None:
             callback(EpochRecord(epoch, 0, train_loss, train_acc, test_loss, test_acc, lr))
+    synchronize(device)
     wall = time.perf_counter() - start_time
     logger.info("trained %d epoch(s) in %.2fs: %s", len(rec["train_loss"]), wall, status)
     return TrainResult(
@@ -229,6 +255,8 @@ def train(
         diverged_epoch=diverged_epoch,
         train_loss_full=rec["train_loss_full"] if config.full_train_eval else None,
         train_acc_full=(rec["train_acc_full"] if classify else None) if config.full_train_eval else None,
+        train_step_correct=rec["step_correct"] if classify else None,
+        step_rows=step_rows,
         seed=config.seed,
         final_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if keep_weights else None,
         metadata={"dataset": dataset.name},
@@ -262,8 +290,9 @@ def train_cell(
     config = TrainConfig() if config is None else config
     dataset = _check_dataset(dataset)
     dtype = config.torch_dtype or torch.float32
+    device = resolve_device(config.device)
     model = build_model(spec, dataset.in_features, dataset.num_outputs, width, bias=bias, batchnorm=batchnorm,
-                        init=init, seed=seed, device=config.device, dtype=dtype)  # type: ignore[arg-type]
+                        init=init, seed=seed, device=device, dtype=dtype)  # type: ignore[arg-type]
     result = train(model, dataset, config.replace(seed=seed, dtype=str(dtype).removeprefix("torch.")),
                    callback=callback, keep_weights=keep_weights)
     result.spec = model.spec.name
