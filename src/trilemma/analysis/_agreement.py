@@ -127,7 +127,24 @@ def published_columns() -> list[str]:
     return seen
 
 
-def _published_for(axis: str, x: str, x_kind: str, y: str, y_kind: str, ground_truth: str | None) -> list[PublishedCorrelation]:
+#: Producers whose columns are the papers' quantities: the DAG space's topology, the training
+#: task's ground truth and the measures (published values are attached only to those).
+_PAPER_SOURCES = {"topology": ("space:dag",), "trained": ("train",), "init": ("measures",)}
+
+
+def _is_papers(column: str, kind: str, schema: ResultSchema | None) -> bool:
+    if schema is None:
+        return True
+    col = schema.find(column)
+    return col is not None and col.source in _PAPER_SOURCES.get(kind, ())
+
+
+def _published_for(axis: str, x: str, x_kind: str, y: str, y_kind: str, ground_truth: str | None,
+                   schema: ResultSchema | None = None) -> list[PublishedCorrelation]:
+    """The published values of the pair ``(x, y)``: only where both columns are the papers'
+    quantities (a NAS-Bench-201 accuracy against its own P is not the papers' Figure 3)."""
+    if not (_is_papers(x, x_kind, schema) and _is_papers(y, y_kind, schema)):
+        return []
     out = []
     for p in PUBLISHED_CORRELATIONS:
         if p.versus != x or p.axis != axis:
@@ -212,7 +229,7 @@ def agreement_table(
                     continue
                 hx = _safe_direction(cx, spec.axis, higher_is_better, schema)
                 hy = _safe_direction(cy, spec.axis, higher_is_better, schema)
-                published = _published_for(spec.axis, cx, kx, cy, ky, spec.ground_truth)
+                published = _published_for(spec.axis, cx, kx, cy, ky, spec.ground_truth, schema)
                 for method in methods:
                     for level in levels:
                         row: dict[str, object] = {"axis": spec.axis, "x": cx, "x_kind": kx, "y": cy, "y_kind": ky,

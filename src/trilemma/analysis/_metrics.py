@@ -16,7 +16,6 @@ come from the schema.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,20 +98,15 @@ def default_schema() -> ResultSchema:
     return schema
 
 
-_ACCURACY_METRIC = re.compile(r"^(epochs|steps)_to_(\d{1,3})$")
-
-
 def _pattern_column(name: str) -> Column | None:
     """``epochs_to_<p>`` / ``steps_to_<p>`` for any threshold ``p`` (the train task's columns)."""
-    m = _ACCURACY_METRIC.match(name)
-    if m is None or not 0 < int(m.group(2)) <= 100:
-        return None
     from trilemma.study.tasks.train import train_columns
+    from trilemma.training import parse_accuracy_metric
 
-    for col in train_columns(int(m.group(2)) / 100):
-        if col.name == name:
-            return col
-    return None  # pragma: no cover - train_columns declares both names
+    parsed = parse_accuracy_metric(name)
+    if parsed is None:
+        return None
+    return next((c for c in train_columns(parsed[1]) if c.name == name), None)
 
 
 def _measure_column(name: str) -> Column | None:
@@ -231,16 +225,17 @@ def accuracy_metric(threshold: float = 0.5, resolution: str = "epochs") -> str:
     """The column name of the convergence-speed metric at an accuracy threshold.
 
     ``accuracy_metric(0.5)`` is ``"epochs_to_50"`` (the papers' ground truth: epochs to 50%
-    training accuracy); ``resolution="steps"`` names the sub-epoch crossing ``"steps_to_50"``.
+    training accuracy); ``resolution="steps"`` names the sub-epoch crossing ``"steps_to_50"``
+    (the training layer's :func:`~trilemma.training.accuracy_metric_name`).
 
     Raises:
-        InvalidArgumentError: ``threshold`` outside (0, 1] or an unknown resolution.
+        InvalidArgumentError: ``threshold`` outside [0, 1] or an unknown resolution.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise InvalidArgumentError(f"threshold must be in (0, 1], got {threshold!r}")
+    from trilemma.training import accuracy_metric_name
+
     if resolution not in ("epochs", "steps"):
         raise InvalidArgumentError(f"resolution must be 'epochs' or 'steps', got {resolution!r}")
-    return f"{resolution}_to_{round(threshold * 100)}"
+    return accuracy_metric_name(threshold, "epoch" if resolution == "epochs" else "step")
 
 
 def default_axes(

@@ -43,7 +43,7 @@ _COSTS = ("params", "flops", "live_params")
 def _column(name: str, kind: str, dtype: str = "float", role: str = "") -> Column:
     ind = INDICATORS[name]
     dirs = {_G: ind.direction > 0} if ind.axis != "combined" else {}
-    return Column(name, kind, dtype, label=name, directions=dirs, description=ind.description, source="space",
+    return Column(name, kind, dtype, label=name, directions=dirs, description=ind.description, source="space:nb201",
                   role=role)
 
 
@@ -87,17 +87,17 @@ class NB201Space(ArchSpace):
 
     def describe_columns(self) -> tuple[Column, ...]:
         return (
-            Column("index", "info", "int", description="index of the cell in NAS-Bench-201", source="space"),
+            Column("index", "info", "int", description="index of the cell in NAS-Bench-201", source="space:nb201"),
             _column("P", "topology", "int", role="group"),
             _column("mean_depth", "topology", role="group"),
             _column("eff_width", "topology"),
             _column("sum_depth", "topology", "int"),
             _column("num_param_paths", "topology", "int"),
             _column("max_depth", "topology", "int"),
-            Column("has_path", "topology", "bool", description="some path joins input and output", source="space"),
+            Column("has_path", "topology", "bool", description="some path joins input and output", source="space:nb201"),
             Column("in_centre", "topology", "bool", role="filter",
                    description=f"the cell lies in the centre of the (d̄, m̄) ranges of the whole space (NeurIPS 2022 "
-                               f"filter, half-width {self.filter_fraction:g} of each half-range)", source="space"),
+                               f"filter, half-width {self.filter_fraction:g} of each half-range)", source="space:nb201"),
         )
 
     def describe(self, arch: str) -> dict[str, Any]:

@@ -32,15 +32,18 @@ _E, _C, _G = "expressivity", "convergence", "generalization"
 
 def train_columns(accuracy_threshold: float = 0.5) -> tuple[Column, ...]:
     """The columns of the ``train`` task at an accuracy threshold (``epochs_to_<p>``)."""
-    pct = round(accuracy_threshold * 100)
+    from trilemma.training import accuracy_metric_name
+
+    epochs, steps = accuracy_metric_name(accuracy_threshold, "epoch"), accuracy_metric_name(accuracy_threshold, "step")
+    pct = f"{accuracy_threshold * 100:g}"
     return (
         Column("expressivity", "trained", label="train loss", directions={_E: False}, source="train", role="truth",
                description="training loss at convergence (mean over the 10 epochs from the plateau; the last 10 "
                            "epochs of a run that never plateaus); lower = more expressive"),
-        Column(f"epochs_to_{pct}", "trained", label=f"epochs to {pct}%", unit="epochs", directions={_C: False},
+        Column(epochs, "trained", label=f"epochs to {pct}%", unit="epochs", directions={_C: False},
                source="train", role="truth", description=f"first epoch with training accuracy >= {pct}% (the papers' "
                                            "convergence ground truth at 50%); lower = faster"),
-        Column(f"steps_to_{pct}", "trained", label=f"epochs to {pct}% (sub-epoch)", unit="epochs",
+        Column(steps, "trained", label=f"epochs to {pct}% (sub-epoch)", unit="epochs",
                directions={_C: False}, source="train",
                description=f"the crossing of {pct}% running training accuracy at sub-epoch resolution"),
         Column("generalization_gap", "trained", label="test − train loss", directions={_G: False}, source="train",
@@ -175,30 +178,17 @@ class TrainTask(TaskKind):
 def train_payload(result: Any, options: TrainingConfig) -> dict[str, Any]:
     """The payload of one training run (a ``TrainResult``): the papers' metrics, final values, curves.
 
-    Keys: ``convergence_epoch``, ``expressivity``, ``generalization_gap``,
-    ``epochs_to_<t>``, ``final_train_loss``, ``final_test_loss``, ``final_train_acc``,
-    ``final_test_acc``, ``epochs_run``, ``diverged_epoch``; ``curves`` holds per-epoch
+    Keys: those of :meth:`~trilemma.training.CurveMetrics.as_dict` (``convergence_epoch``,
+    ``converged``, ``expressivity``, ``generalization_gap``, ``epochs_to_<p>``,
+    ``steps_to_<p>``, final losses and accuracies), ``epochs_run``, ``diverged_epoch``; ``curves`` holds per-epoch
     ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` (``null`` where the test set
     was not evaluated) and ``lr``.
     """
     from trilemma.training import curve_metrics
 
-    opts = options.metrics.options()
-    metrics = curve_metrics(result, **opts)
-    thr = options.metrics.accuracy_threshold
+    metrics = curve_metrics(result, **options.metrics.options())
     epochs = int(result.epochs)
-    payload: dict[str, Any] = {
-        "convergence_epoch": metrics.convergence_epoch,
-        "expressivity": metrics.expressivity,
-        "generalization_gap": metrics.generalization_gap,
-        f"epochs_to_{round(thr * 100)}": metrics.epochs_to_accuracy,
-        "final_train_loss": metrics.final_train_loss,
-        "final_test_loss": metrics.final_test_loss,
-        "final_train_acc": result.train_acc[-1] if result.train_acc else None,
-        "final_test_acc": metrics.final_test_acc,
-        "epochs_run": epochs,
-        "diverged_epoch": result.diverged_epoch,
-    }
+    payload: dict[str, Any] = {**metrics.as_dict(), "epochs_run": epochs, "diverged_epoch": result.diverged_epoch}
     if options.keep_curves:
         curves: dict[str, list[Any]] = {"train_loss": list(result.train_loss), "lr": list(result.lr[:epochs])}
         if result.train_acc is not None:
