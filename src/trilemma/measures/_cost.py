@@ -37,7 +37,8 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     ``C_out / groups``).
 
     Args:
-        model: Any ``nn.Module`` (evaluated in eval mode; never modified).
+        model: Any ``nn.Module`` (evaluated without its BatchNorm layers, which cost no
+            MACs, so one sample suffices; never modified).
         x: Inputs ``(n, *)``.
 
     Returns:
@@ -62,7 +63,7 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
-        with functional_view(model) as view, torch.no_grad():
+        with functional_view(model, batchnorm="remove") as view, torch.no_grad():
             view.forward(view.input(x))
     finally:
         for h in handles:
