@@ -8,6 +8,7 @@ counted. MACs are counted by forward hooks, so they follow the layers actually c
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -58,7 +59,8 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
         elif isinstance(m, nn.modules.conv._ConvTransposeNd):
             total += args[0].numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
         else:
-            total += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)  # type: ignore[union-attr]
+            conv = cast(nn.modules.conv._ConvNd, m)
+            total += out.numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
 
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
     handles = [m.register_forward_hook(hook) for m in layers]

@@ -155,7 +155,8 @@ def _velocity_acceleration(fn: Any, theta: torch.Tensor) -> tuple[Any, Any]:
     def velocity(th: torch.Tensor) -> Any:
         return jvp(fn, (th,), (ones,))[1]
 
-    return jvp(velocity, (theta,), (ones,))  # (velocity, its derivative = acceleration)
+    out = jvp(velocity, (theta,), (ones,))  # (velocity, its derivative = acceleration)
+    return out[0], out[1]
 
 
 def curvature(
@@ -336,7 +337,7 @@ def trajectory_lengths(
             return view.forward(p.reshape(t.shape[0], *x.shape[1:]))
 
         th = theta.to(view.device, view.dtype)
-        _, tangents = jvp(image, (th,), (torch.ones_like(th),))
+        tangents = jvp(image, (th,), (torch.ones_like(th),))[1]
     lengths = [2 * math.pi * r]
     for tan in tangents:
         speed = tan.detach().to(torch.float64).reshape(num_points, -1).norm(dim=1)

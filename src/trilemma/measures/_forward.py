@@ -57,7 +57,7 @@ BATCHNORM_MODES: tuple[str, ...] = ("batch", "eval", "remove")
 #: i.e. the penultimate representation; the output if there is none), ``"penultimate"``,
 #: a submodule name (its output, hooked; the last call wins) or a callable
 #: ``feature(model, x) -> Tensor``.
-Feature = str | Callable[[nn.Module, torch.Tensor], torch.Tensor]
+Feature = str | Callable[[nn.Module, torch.Tensor], Any]
 
 
 def _batchnorms(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
@@ -323,10 +323,10 @@ def functional_view(
                 m.__dict__.pop("forward", None)
             else:
                 m.__dict__["forward"] = previous
-        for m, mode in flags:
-            m.training = mode
-        for m, track in tracking:
-            m.track_running_stats = track
+        for mod, mode in flags:
+            mod.training = mode
+        for norm, track in tracking:
+            norm.track_running_stats = track
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

@@ -141,7 +141,7 @@ def chunked(kernel_fn: Callable[..., torch.Tensor], chunk_size: int) -> Callable
                 "with BatchNorm (pass batchnorm='eval')"
             )
         symmetric = x2 is None
-        other = x1 if symmetric else x2
+        other = x1 if x2 is None else x2
         n1, n2 = x1.shape[0], other.shape[0]
         if n1 == 0 or n2 == 0:
             raise InvalidArgumentError(f"kernel batches must be non-empty, got {n1} and {n2} rows")

@@ -50,12 +50,13 @@ import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, jacrev, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.measures._forward import FunctionalView, couples_samples, functional_view
@@ -351,7 +352,7 @@ def _bilinear(
     return _contract(g1, g2, mode)
 
 
-def _conv_patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
+def _conv_patches(m: nn.Conv1d | nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
     """im2col patches of a Conv1d/Conv2d input: ``(n, L, groups, C_in/groups · prod(kernel))``."""
     if isinstance(m, nn.Conv1d):
         a = a.unsqueeze(2)
@@ -434,12 +435,14 @@ def _structured_terms(
             b1 = bs[:, :n1]
             terms.append(("bias", _contract(b1, b1 if symmetric else bs[:, n1:], mode)))
     else:  # BatchNorm, eval mode: y = γ x̂ + β with running statistics
+        bn = cast(_BatchNorm, m)
+        mean, var = bn.running_mean, bn.running_var
+        if mean is None or var is None:
+            raise InvalidArgumentError("structured NTK: a BatchNorm in eval mode needs running statistics")
         gw, gb = None, None
         for x, g in zip(calls.inputs, grads):
             shape = (1, -1) + (1,) * (x.ndim - 2)
-            xhat = (x - m.running_mean.view(shape).to(x.dtype)) / torch.sqrt(
-                m.running_var.view(shape).to(x.dtype) + m.eps
-            )
+            xhat = (x - mean.view(shape).to(x.dtype)) / torch.sqrt(var.view(shape).to(x.dtype) + bn.eps)
             dims = tuple(range(3, x.ndim + 1))
             b = torch.stack(g)  # (K, n, C, *)
             w_part = (b * xhat).sum(dim=dims) if dims else b * xhat
