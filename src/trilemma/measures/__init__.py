@@ -94,6 +94,7 @@ from trilemma.measures._regions import (
     count_linear_regions_exact,
     count_linear_regions_sampled,
 )
+from trilemma.measures._suite import SUITE, proxy_suite
 from trilemma.measures._zero_cost import PROXY_CONVENTIONS, weight_names
 
 #: The modules that register measures, imported above (in this order).
@@ -118,6 +119,7 @@ __all__ = [
     "PROXY_CONVENTIONS",
     "REQUIREMENTS",
     "RegisteredMeasure",
+    "SUITE",
     "activation_patterns",
     "as_matrix",
     "check_requirements",
@@ -144,6 +146,7 @@ __all__ = [
     "ntk_spectrum",
     "num_parameters",
     "preserved_state",
+    "proxy_suite",
     "register_measure",
     "spectrum_stats",
     "trajectory_lengths",

@@ -104,7 +104,7 @@ def nngp_spectrum(
 # --------------------------------------------------------------------------- registered
 
 
-def _spectrum_result(stat: str, eigs: torch.Tensor, stats: dict[str, float], **extra: Any) -> MeasureResult:
+def spectrum_result(stat: str, eigs: torch.Tensor, stats: dict[str, float], **extra: Any) -> MeasureResult:
     return MeasureResult(value=stats[stat], extras={**stats, "eigenvalues": eigs, **extra})
 
 
@@ -147,7 +147,7 @@ def _ntk_stat(stat: str) -> Any:
         names, kernel_dtype, eigen_dtype = ntk_convention(model, convention, dtype)
         eigs, stats = ntk_spectrum(model, x, implementation=implementation, mode=mode, batchnorm=batchnorm,
                                    dtype=kernel_dtype, fraction=fraction, params=names, eigen_dtype=eigen_dtype)
-        return _spectrum_result(stat, eigs, stats)
+        return spectrum_result(stat, eigs, stats)
 
     return fn
 
@@ -164,7 +164,7 @@ def _nngp_stat(stat: str) -> Any:
         fraction: float = 0.9,
     ) -> MeasureResult:
         eigs, stats = nngp_spectrum(model, x, feature=feature, batchnorm=batchnorm, dtype=dtype, fraction=fraction)
-        return _spectrum_result(stat, eigs, stats)
+        return spectrum_result(stat, eigs, stats)
 
     return fn
 
@@ -183,6 +183,7 @@ for _name, _stat, _hib, _desc in (
     ("ntk_condition", "condition", False,
      "Condition number λ_max/λ_min of the empirical NTK (TE-NAS, Chen et al. 2021)."),
     ("ntk_trace", "trace", None, "Trace of the empirical NTK."),
+    ("ntk_lambda_max", "lambda_max", None, "Largest eigenvalue of the empirical NTK (Jacot et al. 2018)."),
 ):
     _fn = _ntk_stat(_stat)
     _fn.__doc__ = f"{_desc}\n\n{_NTK_DOC}"

@@ -29,6 +29,7 @@ Conventions (``convention=...``; :data:`PROXY_CONVENTIONS` lists what each proxy
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -136,7 +137,7 @@ def grad_norm_score(grads: list[torch.Tensor]) -> float:
 
 
 def fisher_score(
-    acts: list[torch.Tensor], grads: list[torch.Tensor | None], fan_in: list[int], convention: str
+    acts: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], fan_in: Sequence[int], convention: str
 ) -> float:
     """Σ over layer calls and output channels of ½ mean_n (Σ_spatial a ⊙ ∂L/∂a)².
 
