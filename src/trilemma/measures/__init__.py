@@ -93,6 +93,8 @@ from trilemma.measures._regions import (
     activation_patterns,
     count_linear_regions_exact,
     count_linear_regions_sampled,
+    distinct_codes,
+    hamming_similarity,
 )
 from trilemma.measures._suite import SUITE, proxy_suite
 from trilemma.measures._zero_cost import PROXY_CONVENTIONS, weight_names
@@ -131,9 +133,11 @@ __all__ = [
     "couples_samples",
     "curvature",
     "describe_model",
+    "distinct_codes",
     "empirical_ntk",
     "functional_view",
     "get_measure",
+    "hamming_similarity",
     "jacobian_norm",
     "kernel_eigenvalues",
     "kernel_quadratic_form",

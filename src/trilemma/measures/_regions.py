@@ -38,6 +38,8 @@ __all__ = [
     "ACTIVATION_CONVENTIONS",
     "CurveRegions",
     "activation_patterns",
+    "distinct_codes",
+    "hamming_similarity",
     "count_linear_regions_exact",
     "count_linear_regions_sampled",
 ]
@@ -84,6 +86,57 @@ def _preactivations(
     return pre, out.reshape(n, -1)
 
 
+def _codes(model: nn.Module, x: torch.Tensor, convention: str) -> torch.Tensor:
+    """``(n, U)`` bool codes (pre-activation ``> 0``) of the hooked ReLU calls, kept as bits."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if convention != "te-nas" or args[0].ndim == 4:
+            captured.append(args[0] > 0)
+
+    handles = [m.register_forward_pre_hook(hook) for m in _hooked(model, convention)]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    n = x.shape[0]
+    return torch.cat([c.reshape(n, -1) for c in captured], dim=1) if captured else x.new_zeros((n, 0), dtype=torch.bool)
+
+
+#: Columns of one float32 matmul chunk in :func:`hamming_similarity` (exact below 2^24).
+_CODE_CHUNK = 2**18
+
+
+def hamming_similarity(codes: torch.Tensor) -> torch.Tensor:
+    """``K_ij`` = number of units on which codes ``i`` and ``j`` agree (``N_A`` − Hamming distance).
+
+    ``K = U − r_i − r_j + 2 c cᵀ`` with ``r`` the row sums: one matmul of 0/1 entries per chunk
+    of :data:`_CODE_CHUNK` columns, exact in float32 (every partial count is below 2^24) and
+    accumulated in float64 (exact integers).
+
+    Args:
+        codes: ``(n, U)`` bool.
+
+    Returns:
+        ``(n, n)`` float64 on the codes' device.
+    """
+    n, units = codes.shape
+    r = codes.sum(dim=1, dtype=torch.float64)
+    cc = torch.zeros((n, n), dtype=torch.float64, device=codes.device)
+    for s in range(0, units, _CODE_CHUNK):
+        c = codes[:, s:s + _CODE_CHUNK].to(torch.float32)
+        cc += (c @ c.T).to(torch.float64)
+    return units - r[:, None] - r[None, :] + 2 * cc
+
+
+def distinct_codes(similarity: torch.Tensor, units: int) -> int:
+    """Number of distinct codes from :func:`hamming_similarity` (rows agreeing on all ``units``)."""
+    same = similarity == units
+    duplicate = torch.tril(same, diagonal=-1).any(dim=1)  # equal to an earlier row
+    return int(similarity.shape[0] - int(duplicate.sum()))
+
+
 def check_activation_convention(convention: str) -> None:
     """Raise :class:`~trilemma.errors.InvalidArgumentError` unless ``convention`` is in :data:`ACTIVATION_CONVENTIONS`."""
     if convention not in ACTIVATION_CONVENTIONS:
@@ -127,9 +180,10 @@ def activation_patterns(
     check_activation_convention(convention)
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] < 1:
         raise InvalidArgumentError(f"x must be a non-empty batch tensor (n, *), got {getattr(x, 'shape', x)!r}")
-    with functional_view(model, feature=lambda m, xx: _preactivations(m, xx, convention)[0], dtype=dtype,
+    with functional_view(model, feature=lambda m, xx: _codes(m, xx, convention), dtype=dtype,
                          batchnorm=batchnorm) as view, torch.no_grad():
-        return view.forward(view.input(x)) > 0
+        codes: torch.Tensor = view.forward(view.input(x))
+        return codes
 
 
 @dataclass(frozen=True)
@@ -356,7 +410,8 @@ def _regions_batch(
     units on NAS-Bench-201); see :data:`ACTIVATION_CONVENTIONS`. Extras: the number of units.
     """
     codes = activation_patterns(model, x, batchnorm=batchnorm, convention=convention)
-    return MeasureResult(float(torch.unique(codes, dim=0).shape[0]), extras={"units": codes.shape[1]})
+    return MeasureResult(float(distinct_codes(hamming_similarity(codes), codes.shape[1])),
+                         extras={"units": codes.shape[1]})
 
 
 @register_measure(name="linear_regions_exact", input_kind="segment", axis="expressivity",

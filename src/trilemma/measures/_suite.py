@@ -43,7 +43,7 @@ from trilemma.measures._cost import mac_hooks, num_parameters
 from trilemma.measures._forward import couples_samples, functional_view
 from trilemma.measures._kernel import kernel_eigenvalues, spectrum_stats
 from trilemma.measures._ntk import NTKImplementation, _contract, _flat, jacobian_rows
-from trilemma.measures._regions import _hooked, check_activation_convention
+from trilemma.measures._regions import _hooked, check_activation_convention, distinct_codes, hamming_similarity
 from trilemma.measures._zero_cost import (
     PROXY_CONVENTIONS,
     _layers,
@@ -342,7 +342,7 @@ def _shared_pass(
         count = [0]
 
         def code_hook(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            pre.append((id(m), args[0].detach()))
+            pre.append((id(m), args[0].detach() > 0))
 
         def fisher_hook(m: nn.Module, _a: tuple[torch.Tensor, ...], o: torch.Tensor) -> torch.Tensor:
             acts.append(o)
@@ -374,14 +374,21 @@ def _shared_pass(
         if flops:
             total = round(macs[0] / n)
             out["flops"] = _finish("flops", float(2 * total), {"macs": total}, forward_seconds, model)
+        kernels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # one Hamming kernel per convention
+
+        def codes_of(c: str) -> tuple[torch.Tensor, torch.Tensor]:
+            if c not in kernels:
+                parts = [t.reshape(n, -1) for i, t in pre if i in hooked[c] and (c != "te-nas" or t.ndim == 4)]
+                codes = torch.cat(parts, dim=1) if parts else torch.zeros((n, 0), dtype=torch.bool)
+                kernels[c] = codes, hamming_similarity(codes)
+            return kernels[c]
+
         for name in code_members:
             def from_codes(name: str = name) -> tuple[float, dict[str, Any]]:
-                c = eff[name]["convention"]
-                parts = [t.reshape(n, -1) for i, t in pre if i in hooked[c] and (c != "te-nas" or t.ndim == 4)]
-                codes = torch.cat(parts, dim=1) > 0 if parts else torch.zeros((n, 0), dtype=torch.bool)
+                codes, k = codes_of(eff[name]["convention"])
                 if name == "naswot":
-                    return naswot_score(codes), {}
-                return float(torch.unique(codes, dim=0).shape[0]), {"units": codes.shape[1]}
+                    return naswot_score(codes, k), {}
+                return float(distinct_codes(k, codes.shape[1])), {"units": codes.shape[1]}
 
             _store(name, model, out, forward_seconds, from_codes)
         if rows_key is not None:

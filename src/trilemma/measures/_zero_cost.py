@@ -39,7 +39,7 @@ from torch import nn
 from trilemma.errors import InvalidArgumentError, MeasureFailedError
 from trilemma.measures._base import MeasureResult, register_measure
 from trilemma.measures._forward import FunctionalView, functional_view
-from trilemma.measures._regions import activation_patterns
+from trilemma.measures._regions import activation_patterns, distinct_codes, hamming_similarity
 
 __all__ = ["PROXY_CONVENTIONS", "check_convention", "naswot_score", "jacob_cov_score", "weight_names"]
 
@@ -181,17 +181,20 @@ def jacob_cov_score(jac: torch.Tensor) -> float:
     return float(-(torch.log(eig + k) + 1.0 / (eig + k)).sum())
 
 
-def naswot_score(codes: torch.Tensor) -> float:
+def naswot_score(codes: torch.Tensor, similarity: torch.Tensor | None = None) -> float:
     """log|det K_H| with ``K_H = N_A − Hamming distance`` of the binary codes ``(n, U)``.
+
+    Args:
+        codes: ``(n, U)`` bool activation codes.
+        similarity: ``K_H`` if already computed (:func:`~trilemma.measures.hamming_similarity`).
 
     Raises:
         MeasureFailedError: ``K_H`` is singular (two inputs share an activation pattern).
     """
-    c = codes.to(torch.float64)
-    k = c @ c.T + (1 - c) @ (1 - c).T
+    k = hamming_similarity(codes) if similarity is None else similarity
     sign, logdet = torch.linalg.slogdet(k)
     if float(sign) <= 0:
-        dup = c.shape[0] - torch.unique(c, dim=0).shape[0]
+        dup = codes.shape[0] - distinct_codes(k, codes.shape[1])
         raise MeasureFailedError(
             f"naswot: the binary-code kernel is singular ({dup} input(s) share another input's activation "
             "pattern), so log|det K_H| = -inf"
