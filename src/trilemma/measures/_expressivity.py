@@ -173,7 +173,7 @@ def curvature(
     """Curvature and length distortion of the image of a great circle (Poole et al. 2016).
 
     Args:
-        model: Any ``nn.Module`` (evaluated in eval mode; never modified).
+        model: Any ``nn.Module`` (dropout off, BatchNorm per ``batchnorm``; never modified).
         x: A batch ``(n, *)`` fixing the input shape (and the plane, see :func:`circle`).
         num_points: Angles on the circle (SPEC: 128).
         directions, radius: See :func:`circle`.
@@ -236,7 +236,7 @@ def jacobian_norm(
     """Frobenius norms of the input-output Jacobians ``‖∂f(x_i)/∂x_i‖_F`` (Novak et al., ICLR 2018).
 
     Args:
-        model: Any ``nn.Module`` with floating inputs (eval mode; never modified).
+        model: Any ``nn.Module`` with floating inputs (dropout off; never modified).
         x: Inputs ``(n, *)``.
         feature: Output node (default the model output), as in :func:`curvature`.
         dtype: Computation dtype (``None``: the model's).
@@ -301,7 +301,7 @@ def trajectory_lengths(
     regime; the per-layer growth factor is a measure of expressive power.
 
     Args:
-        model: Any ``nn.Module`` (eval mode; never modified).
+        model: Any ``nn.Module`` (dropout off; never modified).
         x: Batch fixing the input shape and plane (see :func:`circle`).
         layers: ``"nodes"`` (the DAG-MLP's node features 0..H), ``"relu"`` (the output of
             every ``nn.ReLU`` module in call order) or ``"auto"`` (nodes if the model has

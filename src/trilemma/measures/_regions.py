@@ -267,8 +267,8 @@ def count_linear_regions_exact(
 
     Args:
         model: A piecewise-linear network whose only nonlinearities are ``nn.ReLU``
-            modules (linear, convolution, average pooling, BatchNorm in eval mode, skip
-            additions are fine). Evaluated in eval mode; never modified.
+            modules (linear, convolution, average pooling, BatchNorm with fixed statistics,
+            skip additions are fine). Dropout off; never modified.
         points: Vertices ``(p, *input_shape)``; ``p = 2`` is a segment.
         closed: Also join the last vertex to the first.
         dtype: Computation dtype (default float64; the model is not converted).
