@@ -128,12 +128,12 @@ def _require_weights(model: nn.Module, proxy: str) -> list[str]:
 
 def snip_score(params: list[torch.Tensor], grads: list[torch.Tensor]) -> float:
     """Σ |θ ⊙ g| over the given weights."""
-    return float(sum((p.detach() * g).abs().sum() for p, g in zip(params, grads)))
+    return float(sum((p.detach() * g.detach()).abs().sum() for p, g in zip(params, grads)))
 
 
 def grad_norm_score(grads: list[torch.Tensor]) -> float:
     """Σ_layers ‖g‖₂."""
-    return float(sum(g.norm() for g in grads))
+    return float(sum(g.detach().norm() for g in grads))
 
 
 def fisher_score(
