@@ -106,7 +106,12 @@ def test_check_measure_catches_nondeterminism_and_failures(temp_measure: list[st
 
 
 def test_check_measure_accepts_custom_models_and_rejects_unknown_names() -> None:
-    tiny = ReferenceModel("tiny", lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), (3,), 2)
+    def build() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    tiny = ReferenceModel("tiny", build, (3,), 2)
     assert [o.status for o in check_measure("naswot", models=[tiny])] == ["passed"]
     with pytest.raises(UnknownNameError, match="reference model"):
         check_measure("naswot", models=["nope"])
