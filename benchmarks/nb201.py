@@ -335,6 +335,7 @@ def run_measures(cells: list[int], runs: list[Run], args: argparse.Namespace, ca
 def measured_table(cache_path: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
     cache = read_cache(cache_path)
     cache = cache[(cache["net"] == args.net) & (cache["batch"] == args.batch) & (cache["seed"] == args.seed)]
+    cache = cache[cache["run"].isin({"_build", *(r.id for r in RUNS)})]  # runs no longer in RUNS are ignored
     vals = cache[cache["run"] != "_build"]
     ok = vals[vals["error"].isna()]
     wide = ok.pivot_table(index="index", columns="label", values="value", aggfunc="last")
