@@ -9,8 +9,13 @@ Parts (``--parts``, default all):
    (``--cells``, default 1,000) of a network (``--net proxy``: C=8, N=1; ``--net standard``:
    C=16, N=5) fed ``--batch`` real CIFAR-10 images; correlations, seconds per cell, and the
    combined indicator (default design ``trilemma``, every named design, and a split-half check
-   of its selection). Resumable: every (cell, measure) result is appended to a cache CSV and
-   skipped on the next run (``--max-minutes`` stops early; run again to continue).
+   of its selection). Every measure runs with its defaults (BatchNorm batch statistics); a few
+   runs repeat a measure under a reference convention or with ``batchnorm="eval"`` for
+   comparison (labels ``*_zcn``, ``*_ref``, ``*_eval``). The 1,000 CIFAR-10 images
+   carry no labels: the label-needing proxies (snip, grad_norm, grasp, fisher) get seeded
+   uniformly random labels (:func:`random_labels`), not the true labels of the published
+   protocol. Resumable: every (cell, run) result is appended to a cache CSV and skipped on the
+   next run (``--max-minutes`` stops early; run again to continue).
 3. The 724 NAS-Bench-Suite-Zero cells: trilemma's indicators and the published proxies side
    by side against the same accuracies, and rank agreement of ours with the published score
    for proxies both implement (params, FLOPs, and measured ones when part 2 measured them;
@@ -39,6 +44,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -58,6 +64,9 @@ from trilemma.nb201 import (
 )
 from trilemma.spaces import NUM_NB201_CELLS, NB201Spec, sample_nb201, unique_nb201_cells
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger("benchmarks.nb201")
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -74,31 +83,66 @@ class Run:
         options: Keyword options of the call.
         n_inputs: Use only the first ``n_inputs`` images (None = the whole batch).
         labels: ``{our label: "value" or a key of the result's extras}``.
+        key: Cache key of the run (default: the measure name; distinct per option set).
     """
 
     measure: str
     options: dict
     n_inputs: int | None
     labels: dict
+    key: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.key or self.measure
 
 
-#: Part 2's registry calls. One NTK call yields all its spectrum statistics (extras); the NNGP
-#: Gram of the 4C pooled features is rank-deficient for more than 4C inputs, so it uses 16.
+#: Part 2's registry calls, every measure with its defaults (BatchNorm batch statistics). One NTK
+#: call yields all its spectrum statistics (extras); the NNGP Gram of the 4C pooled features is
+#: rank-deficient for more than 4C inputs, so it uses 16. The ``*_zcn`` / ``*_ref`` runs use a
+#: reference implementation's convention, ``*_eval`` runs BatchNorm's running statistics. (TE-NAS's
+#: NTK convention, ``ntk_condition(convention="te-nas")``, costs another batch-mode NTK per cell and
+#: is left out.)
 RUNS: tuple[Run, ...] = (
     Run("ntk_lambda_min", {"dtype": "float32"}, None,
         {"ntk_lambda_min": "lambda_min", "ntk_cond": "condition", "ntk_robust": "lambda_robust", "ntk_trace": "trace"}),
+    Run("ntk_lambda_min", {"dtype": "float32", "batchnorm": "eval"}, None,
+        {"ntk_lambda_min_eval": "lambda_min", "ntk_cond_eval": "condition"}, key="ntk_lambda_min@eval"),
     Run("nngp_lambda_min", {}, 16, {"nngp_lambda_min": "lambda_min", "nngp_cond": "condition"}),
     Run("curvature", {"num_points": 32, "dtype": "float32"}, None,
         {"curvature": "value", "length_distortion": "length_distortion"}),
     Run("linear_regions_batch", {}, None, {"linear_regions": "value"}),
     Run("naswot", {}, None, {"naswot": "value"}),
+    Run("naswot", {"convention": "naswot"}, None, {"naswot_ref": "value"}, key="naswot@naswot"),
     Run("synflow", {}, None, {"synflow": "value"}),
     Run("jacob_cov", {}, None, {"jacob_cov": "value"}),
+    Run("snip", {}, None, {"snip": "value"}),
+    Run("grad_norm", {}, None, {"grad_norm": "value"}),
+    Run("grasp", {}, None, {"grasp": "value"}),
+    Run("fisher", {}, None, {"fisher": "value"}),
+    Run("fisher", {"convention": "zero-cost-nas"}, None, {"fisher_zcn": "value"}, key="fisher@zero-cost-nas"),
+    Run("snip", {"batchnorm": "eval"}, None, {"snip_eval": "value"}, key="snip@eval"),
+    Run("grad_norm", {"batchnorm": "eval"}, None, {"grad_norm_eval": "value"}, key="grad_norm@eval"),
+    Run("fisher", {"batchnorm": "eval"}, None, {"fisher_eval": "value"}, key="fisher@eval"),
 )
 WANTED_MEASURES: tuple[str, ...] = tuple(lab for r in RUNS for lab in r.labels)
 
-#: Our measure label → the NAS-Bench-Suite-Zero proxy computing the same thing.
-SAME_PROXY = {"naswot": "nwot", "synflow": "synflow", "jacob_cov": "jacov", "grad_norm": "grad_norm", "snip": "snip"}
+#: Our measure label → the NAS-Bench-Suite-Zero proxy computing the same thing (the label whose
+#: convention matches the reference code used by NAS-Bench-Suite-Zero where they differ).
+SAME_PROXY = {"naswot_ref": "nwot", "synflow": "synflow", "jacob_cov": "jacov", "grad_norm": "grad_norm",
+              "snip": "snip", "fisher_zcn": "fisher", "grasp": "grasp"}
+
+
+def random_labels(n: int, seed: int, num_classes: int = 10) -> torch.Tensor:
+    """Seeded uniformly random class labels for the label-needing proxies.
+
+    The shared CIFAR-10 images have no labels. At initialization a network knows nothing of the
+    classes, so random labels give loss gradients of the same kind as true ones, but the numbers
+    are not those of the published protocol (true labels); the same labels are used for every cell.
+    """
+    import torch
+
+    return torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(10_000 + seed))
 
 NETS = {"proxy": (8, 1), "standard": (16, 5)}
 
@@ -209,7 +253,10 @@ def resolve_runs(wanted: list[str] | None) -> tuple[list[Run], list[str]]:
     for r in RUNS:
         if wanted is not None and not set(r.labels) & set(wanted):
             continue
-        (runs if r.measure in registered else missing).append(r if r.measure in registered else r.measure)
+        if r.measure in registered:
+            runs.append(r)
+        else:
+            missing.append(r.measure)
     return runs, missing
 
 
@@ -239,6 +286,7 @@ def run_measures(cells: list[int], runs: list[Run], args: argparse.Namespace, ca
     torch.set_num_threads(max(1, args.threads))
     C, N = NETS[args.net]
     x = torch.from_numpy(load_cifar10_images(args.batch))
+    y = random_labels(args.batch, args.seed)
     cache = read_cache(cache_path)
     mine = cache[(cache["net"] == args.net) & (cache["batch"] == args.batch) & (cache["seed"] == args.seed)]
     done = set(zip(mine["index"].astype(int), mine["run"]))
@@ -250,7 +298,7 @@ def run_measures(cells: list[int], runs: list[Run], args: argparse.Namespace, ca
         if new_file:
             writer.writerow(CACHE_COLUMNS)
         for k, idx in enumerate(cells):
-            todo = [r for r in runs if (idx, r.measure) not in done]
+            todo = [r for r in runs if (idx, r.id) not in done]
             if not todo:
                 continue
             if deadline and time.time() > deadline:
@@ -262,18 +310,21 @@ def run_measures(cells: list[int], runs: list[Run], args: argparse.Namespace, ca
             writer.writerow([*key, "_build", "", "", time.perf_counter() - t0, ""])
             for r in todo:
                 opts = {k2: (getattr(torch, v) if k2 == "dtype" else v) for k2, v in r.options.items()}
+                measure = get_measure(r.measure)
+                n_in = r.n_inputs or args.batch
+                labels = y[:n_in] if measure.needs_labels else None
                 t0 = time.perf_counter()
                 try:
-                    res = get_measure(r.measure)(model, x[: r.n_inputs] if r.n_inputs else x, **opts)
+                    res = measure(model, x[:n_in], labels, **opts)
                     sec = time.perf_counter() - t0
                     for lab, src in r.labels.items():
                         v = res.value if src == "value" else _scalar(res.extras.get(src))
                         err = "" if v is not None else f"no finite extras[{src!r}]"
-                        writer.writerow([*key, r.measure, lab, "" if v is None else v, sec, err])
+                        writer.writerow([*key, r.id, lab, "" if v is None else v, sec, err])
                 except Exception as exc:  # recorded and reported as a failure count, never a silent NaN
                     sec = time.perf_counter() - t0
                     for lab in r.labels:
-                        writer.writerow([*key, r.measure, lab, "", sec, f"{type(exc).__name__}: {exc}"[:300]])
+                        writer.writerow([*key, r.id, lab, "", sec, f"{type(exc).__name__}: {exc}"[:300]])
             fh.flush()
             n_new += 1
             if n_new % 25 == 0:
@@ -284,6 +335,7 @@ def run_measures(cells: list[int], runs: list[Run], args: argparse.Namespace, ca
 def measured_table(cache_path: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
     cache = read_cache(cache_path)
     cache = cache[(cache["net"] == args.net) & (cache["batch"] == args.batch) & (cache["seed"] == args.seed)]
+    cache = cache[cache["run"].isin({"_build", *(r.id for r in RUNS)})]  # runs no longer in RUNS are ignored
     vals = cache[cache["run"] != "_build"]
     ok = vals[vals["error"].isna()]
     wide = ok.pivot_table(index="index", columns="label", values="value", aggfunc="last")
@@ -377,8 +429,11 @@ def combined_split_half(samp: pd.DataFrame, y: np.ndarray, seeds: int = 10) -> l
 #: A priori directions (+1: larger should be better) used to rank disconnected cells last.
 DIRECTIONS: dict[str, int] = {
     **{k: v.direction for k, v in INDICATORS.items()},
-    "naswot": 1, "synflow": 1, "jacob_cov": 1, "curvature": 1, "length_distortion": 1,
+    "naswot": 1, "naswot_ref": 1, "synflow": 1, "jacob_cov": 1, "curvature": 1, "length_distortion": 1,
+    "snip": 1, "grad_norm": 1, "grasp": 1, "fisher": 1, "fisher_zcn": 1,
+    "snip_eval": 1, "grad_norm_eval": 1, "fisher_eval": 1,
     "ntk_lambda_min": 1, "ntk_robust": 1, "nngp_lambda_min": 1, "ntk_cond": -1, "nngp_cond": -1,
+    "ntk_cond_tenas": -1, "ntk_cond_eval": -1, "ntk_lambda_min_eval": 1,
     **{c: 1 for c in COMBINED_COLUMNS},
 }
 
@@ -412,14 +467,17 @@ def part2(
         if extra_cells:  # NBSZ cells: only the runs with a published counterpart
             same = [r for r in runs if set(r.labels) & set(SAME_PROXY)]
             run_measures([i for i in extra_cells if i not in set(sample)], same, args, cache_path)
-    measures = {lab: r.measure for r in runs for lab in r.labels}
+    measures = {lab: r.id for r in runs for lab in r.labels}
     wide, timing = measured_table(cache_path, args)
     text = ["## 2. Measures at initialization", ""]
     C, N = NETS[args.net]
     text.append(
         f"Network `{args.net}` (C={C}, N={N}), batch of the first {args.batch} images of "
         f"`cifar10_unlabeled_1000.npz` (NAS-Bench-201 normalization), init seed {args.seed}; "
-        f"sample: the first {args.cells} cells of `sample_nb201(15625, seed={args.seed})`. Registry names used: "
+        f"sample: the first {args.cells} cells of `sample_nb201(15625, seed={args.seed})`. Every measure with its "
+        "defaults (BatchNorm batch statistics) unless the run says otherwise; snip, grad_norm, grasp and fisher use "
+        f"seeded uniformly random labels (`random_labels(n, {args.seed})`; the images have none), not the true labels "
+        "of the published protocol. Registry runs used: "
         + (", ".join(f"{k}→`{v}`" for k, v in measures.items()) or "none")
         + ". Not registered (not run): " + (", ".join(missing) or "none") + ". Options: "
         + "; ".join(f"`{r.measure}` {r.options or ''} on {r.n_inputs or args.batch} images" for r in runs) + "."
@@ -537,7 +595,8 @@ def part3(table: pd.DataFrame, measured: pd.DataFrame, args: argparse.Namespace,
         ok = merged[a].notna() & merged[b].notna()
         tau, rho = corr(merged.loc[ok, a].to_numpy(), merged.loc[ok, b].to_numpy())
         agree.append({"trilemma": a, "published": b, "n": int(ok.sum()), "kendall_tau": tau, "spearman_rho": rho})
-    report["part3"] = {"correlations": rows, "agreement": agree}
+    side = side_by_side(merged, y, report.get("part2", {}).get("correlations", []))
+    report["part3"] = {"correlations": rows, "agreement": agree, "side_by_side": side}
     return "\n".join(
         [
             "## 3. Side by side with NAS-Bench-Suite-Zero (724 cells)",
@@ -553,8 +612,38 @@ def part3(table: pd.DataFrame, measured: pd.DataFrame, args: argparse.Namespace,
             "",
             md_table(pd.DataFrame(agree)),
             "",
+            "Kendall τ with CIFAR-10 accuracy, ours (part 2's network and batch, BatchNorm batch statistics, "
+            "random labels for snip/grad_norm/grasp/fisher) next to the published NAS-Bench-Suite-Zero value of the "
+            "same proxy (full network, true labels): on part 2's sample (connected cells), on the NAS-Bench-Suite-Zero "
+            "cells we measured, and the published proxy on all its cells and on those same cells.",
+            "",
+            md_table(pd.DataFrame(side)) if side else "_Nothing measured yet._",
+            "",
         ]
     )
+
+
+def side_by_side(merged: pd.DataFrame, y: np.ndarray, part2_rows: list[dict]) -> list[dict]:
+    """τ of each of our proxies next to the published proxy computing the same quantity."""
+    sample_tau = {r["indicator"]: r for r in part2_rows}
+    out = []
+    for ours, theirs in SAME_PROXY.items():
+        pub = f"nbsz_{theirs}"
+        row: dict = {"ours": ours, "published": theirs}
+        if ours in sample_tau:
+            row["tau ours, part-2 sample (connected)"] = sample_tau[ours]["tau (connected)"]
+        if pub in merged.columns:
+            ok_pub = merged[pub].notna().to_numpy() & np.isfinite(merged[pub].to_numpy(dtype=float))
+            row["tau published, all NBSZ cells"] = corr(merged.loc[ok_pub, pub].to_numpy(dtype=float), y[ok_pub])[0]
+            row["n NBSZ"] = int(ok_pub.sum())
+            if ours in merged.columns:
+                both = ok_pub & np.isfinite(merged[ours].to_numpy(dtype=float))
+                if both.sum() >= 100:
+                    row["n same cells"] = int(both.sum())
+                    row["tau ours, same cells"] = corr(merged.loc[both, ours].to_numpy(dtype=float), y[both])[0]
+                    row["tau published, same cells"] = corr(merged.loc[both, pub].to_numpy(dtype=float), y[both])[0]
+        out.append(row)
+    return out
 
 
 # ---------------------------------------------------------------------------- part 4
@@ -615,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-size", type=int, default=100)
     p.add_argument("--repeats", type=int, default=500)
     p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--cache", default=str(RESULTS / "nb201_measures_cache.csv"))
+    # v2: measures at their batch-statistics defaults (the v1 cache held eval-mode BatchNorm values)
+    p.add_argument("--cache", default=str(RESULTS / "nb201_measures_v2_cache.csv"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parts = {int(x) for x in args.parts.split(",") if x}

@@ -145,3 +145,29 @@ def test_proxies_are_label_aware() -> None:
     values = {perm: get_measure("snip")(net, x, y[list(perm)]).value
               for perm in itertools.islice(itertools.permutations(range(6)), 3)}
     assert len(set(values.values())) > 1
+
+
+def test_naswot_kernel_is_exact_for_many_units() -> None:
+    """One float32 matmul of 0/1 codes is exact (counts < 2^24): equal to the float64 two-matmul form."""
+    from trilemma.measures._zero_cost import naswot_score
+
+    codes = torch.rand(6, 2**20, generator=torch.Generator().manual_seed(0)) > 0.5
+    c = codes.to(torch.float64)
+    k = c @ c.T + (1 - c) @ (1 - c).T
+    assert naswot_score(codes) == float(torch.linalg.slogdet(k)[1])
+
+
+@pytest.mark.parametrize("chunk", [7, 2**18])
+def test_hamming_kernel_and_distinct_codes_match_brute_force(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trilemma.measures import _regions, distinct_codes, hamming_similarity
+
+    monkeypatch.setattr(_regions, "_CODE_CHUNK", chunk)
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(5, 40, generator=g) > 0.5
+    codes = torch.cat([base, base[[0, 3]], torch.rand(2, 40, generator=g) > 0.5])  # two duplicates
+    k = hamming_similarity(codes)
+    brute = np.array([[int((a == b).sum()) for b in codes.numpy()] for a in codes.numpy()], dtype=float)
+    assert np.array_equal(k.numpy(), brute)
+    assert distinct_codes(k, 40) == torch.unique(codes, dim=0).shape[0]
+    empty = torch.zeros(3, 0, dtype=torch.bool)
+    assert distinct_codes(hamming_similarity(empty), 0) == 1

@@ -65,9 +65,18 @@ def test_nngp_spectrum_and_batchnorm_modes() -> None:
     assert eigs.dtype == F64 and stats["lambda_min"] == float(eigs[0])
     assert get_measure("nngp_lambda_min")(net, x).value == pytest.approx(stats["lambda_min"], rel=1e-6)
     batch = nngp_gram(net, x, batchnorm="batch")
-    assert not torch.allclose(batch, nngp_gram(net, x))
+    assert torch.equal(batch, nngp_gram(net, x))  # batch statistics by default
+    assert not torch.allclose(batch, nngp_gram(net, x, batchnorm="eval"))
+    # batch statistics, by hand: every BatchNorm1d normalizes with the batch mean / biased variance
+    ref = net.train()
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.track_running_stats = False
+    phi = ref.features(x).detach()
+    assert torch.allclose(batch, phi @ phi.T / phi.shape[1], atol=1e-6)
     with pytest.raises(InvalidArgumentError, match="x2"):
         nngp_gram(net, x, x[:2], batchnorm="batch")
+    assert nngp_gram(net, x, x[:2], batchnorm="eval").shape == (6, 2)
 
 
 def test_bound_matches_explicit_inverse() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +206,30 @@ def test_cli_lists_measures(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ntk_bound" in capsys.readouterr().out
     args = parser.parse_args(["measures", "zzz*"])
     assert args.func(args) == 1
+
+
+def _registering_modules(package_dir: Path) -> set[str]:
+    """Modules of a package directory that register measures (call ``register_measure``)."""
+    return {
+        f.stem for f in package_dir.glob("*.py")
+        if f.stem not in ("__init__", "_base") and "register_measure(" in f.read_text(encoding="utf-8")
+    }
+
+
+def test_every_module_that_registers_measures_is_imported_explicitly() -> None:
+    """A new ``measures/_mine.py`` with ``@register_measure`` must be added to FAMILY_MODULES."""
+    import trilemma.measures as pkg
+    from trilemma.measures import FAMILY_MODULES
+
+    package_dir = Path(pkg.__file__).parent
+    missing = _registering_modules(package_dir) - set(FAMILY_MODULES)
+    assert not missing, f"add {sorted(missing)} to the family imports of trilemma/measures/__init__.py"
+    assert all((package_dir / f"{m}.py").is_file() for m in FAMILY_MODULES)
+    registered_by = {get_measure(n).fn.__module__.rsplit(".", 1)[1] for n in list_measures()}
+    assert registered_by <= set(FAMILY_MODULES)
+
+
+def test_the_module_check_sees_an_unlisted_module(tmp_path: Path) -> None:
+    (tmp_path / "_mine.py").write_text("@register_measure(name='mine')\ndef mine(model, x, y=None):\n    return 1.0\n")
+    (tmp_path / "_helpers.py").write_text("def helper():\n    return 1\n")
+    assert _registering_modules(tmp_path) == {"_mine"}

@@ -68,23 +68,24 @@ CASES = {
     "dag_skip_2_22_221": (lambda: build_model("2_22_221", 7, 3, width=10, seed=1), (7,)),
     "dag_skip_1_12_111": (lambda: build_model("1_12_111", 7, 3, width=10, seed=2, init="ntk"), (7,)),
     "dag_no_bias": (lambda: build_model("2_12_102", 7, 3, width=10, seed=3, bias=False), (7,)),
-    "cnn_batchnorm_eval": (_cnn_bn, (2, 7, 7)),
+    "cnn_batchnorm": (_cnn_bn, (2, 7, 7)),
     "shared_and_unknown_layers": (_Shared, (2, 4)),
 }
 
 
+@pytest.mark.parametrize("batchnorm", ["batch", "eval"])
 @pytest.mark.parametrize("mode", ["sum", "trace", "full"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_fast_implementations_match_loop(case: str, mode: str) -> None:
+def test_fast_implementations_match_loop(case: str, mode: str, batchnorm: str) -> None:
     factory, shape = CASES[case]
     model = factory()
     x = torch.randn(6, *shape, generator=torch.Generator().manual_seed(0))
-    ref = empirical_ntk(model, x, implementation="loop", mode=mode, dtype=F64)
+    ref = empirical_ntk(model, x, implementation="loop", mode=mode, dtype=F64, batchnorm=batchnorm)
     assert ref.dtype == F64
     assert ref.shape == ((6, 6, 3, 3) if mode == "full" and case != "shared_and_unknown_layers"
                          else (6, 6, 2, 2) if mode == "full" else (6, 6))
     for impl in FAST:
-        got = empirical_ntk(model, x, implementation=impl, mode=mode, dtype=F64)
+        got = empirical_ntk(model, x, implementation=impl, mode=mode, dtype=F64, batchnorm=batchnorm)
         assert rel_err(got, ref) <= 1e-6, (impl, rel_err(got, ref))
 
 
@@ -100,48 +101,94 @@ def test_modes_are_consistent() -> None:
 def test_cross_kernel_and_chunking_match_full_kernel() -> None:
     model = _cnn_bn(1)
     x = torch.randn(7, 2, 7, 7)
-    whole = empirical_ntk(model, x, dtype=F64)
-    cross = empirical_ntk(model, x[:3], x[3:], dtype=F64)
+    ev = {"dtype": F64, "batchnorm": "eval"}
+    whole = empirical_ntk(model, x, **ev)
+    cross = empirical_ntk(model, x[:3], x[3:], **ev)
     assert torch.allclose(cross, whole[:3, 3:], rtol=1e-10, atol=1e-12)
     for impl in ("loop", "contraction"):
-        assert torch.allclose(empirical_ntk(model, x[:3], x[3:], implementation=impl, dtype=F64), cross)
-    blocks = chunked(empirical_ntk, 3)(model, x, dtype=F64, mode="full")
-    assert torch.allclose(blocks, empirical_ntk(model, x, dtype=F64, mode="full"), rtol=1e-10, atol=1e-12)
-    assert torch.allclose(chunked(empirical_ntk, 2)(model, x[:3], x[3:], dtype=F64), cross)
+        assert torch.allclose(empirical_ntk(model, x[:3], x[3:], implementation=impl, **ev), cross)
+    blocks = chunked(empirical_ntk, 3)(model, x, mode="full", **ev)
+    assert torch.allclose(blocks, empirical_ntk(model, x, mode="full", **ev), rtol=1e-10, atol=1e-12)
+    assert torch.allclose(chunked(empirical_ntk, 2)(model, x[:3], x[3:], **ev), cross)
 
 
-def test_batchnorm_eval_by_default_batch_mode_couples_samples() -> None:
-    """Default: eval-mode BN (per-sample kernel, independent of the model's train flag).
+def test_batch_statistics_by_default_eval_is_per_sample() -> None:
+    """Default ``batchnorm="batch"``: Jacobian rows of the batch function (as TE-NAS's NTK).
 
-    ``batchnorm="batch"``: Jacobian rows of the batch function; loop and contraction
-    agree, the kernel differs from the eval one, and running statistics stay untouched.
+    The three implementations agree, the kernel differs from the eval one, the running
+    statistics and flags stay untouched; ``"eval"`` gives the per-sample kernel, independent
+    of the model's train flag.
     """
     model = _cnn_bn(2)
     x = torch.randn(6, 2, 7, 7)
     model.train()
-    in_train = empirical_ntk(model, x, dtype=F64)
-    model.eval()
-    assert torch.equal(in_train, empirical_ntk(model, x, dtype=F64))
-    assert torch.allclose(in_train[:2, :2], empirical_ntk(model, x[:2], dtype=F64), rtol=1e-10)
-    model.train()
     stats = {k: v.clone() for k, v in model.state_dict().items()}
+    default = empirical_ntk(model, x, dtype=F64)
     loop = empirical_ntk(model, x, implementation="loop", batchnorm="batch", dtype=F64)
     contraction = empirical_ntk(model, x, implementation="contraction", batchnorm="batch", dtype=F64)
-    assert rel_err(contraction, loop) <= 1e-6
+    assert rel_err(contraction, loop) <= 1e-6 and rel_err(default, loop) <= 1e-6
+    assert not torch.allclose(default[:2, :2], empirical_ntk(model, x[:2], dtype=F64), rtol=1e-3)  # coupled
+    in_train = empirical_ntk(model, x, dtype=F64, batchnorm="eval")
     assert rel_err(loop, in_train) > 1e-3
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
     assert model.training and all(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    with pytest.raises(InvalidArgumentError, match="structured"):
-        empirical_ntk(model, x, implementation="structured", batchnorm="batch")
+    model.eval()
+    assert torch.equal(in_train, empirical_ntk(model, x, dtype=F64, batchnorm="eval"))
+    assert torch.allclose(in_train[:2, :2], empirical_ntk(model, x[:2], dtype=F64, batchnorm="eval"), rtol=1e-10)
+    with pytest.raises(InvalidArgumentError, match="x2"):
+        empirical_ntk(model, x[:3], x[3:])
     with pytest.raises(InvalidArgumentError, match="independent samples"):
-        chunked(empirical_ntk, 2)(model, x, batchnorm="batch")
+        chunked(empirical_ntk, 2)(model, x)
+
+
+def test_batch_mode_without_batchnorm_is_the_per_sample_kernel() -> None:
+    model = build_model("2_22_221", 6, 3, width=8, seed=0)
+    x = torch.randn(5, 6)
+    batch = empirical_ntk(model, x, dtype=F64, batchnorm="batch")
+    assert torch.equal(batch, empirical_ntk(model, x, dtype=F64, batchnorm="eval"))
+    assert torch.allclose(chunked(empirical_ntk, 2)(model, x, dtype=F64), batch, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("budget", [1, 40_000, 2**40])
+def test_batch_rows_are_chunk_invariant(budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One VJP per row, batched in chunks of any size: the same kernel as the loop."""
+    from trilemma.measures import _ntk
+
+    monkeypatch.setattr(_ntk, "_ROWS_BUDGET", budget)
+    model = _cnn_bn(3)
+    x = torch.randn(5, 2, 7, 7)
+    for mode in ("sum", "full"):
+        ref = empirical_ntk(model, x, implementation="loop", mode=mode, dtype=F64)
+        assert rel_err(empirical_ntk(model, x, mode=mode, dtype=F64), ref) <= 1e-12
+
+
+def test_parameter_subset_is_the_kernel_of_those_parameters() -> None:
+    """``params=`` restricts J to the named tensors (TE-NAS: names containing 'weight')."""
+    from trilemma.measures import weight_parameter_names
+
+    model = _cnn_bn(4)
+    x = torch.randn(5, 2, 7, 7)
+    names = weight_parameter_names(model)
+    assert names == [k for k, _ in model.named_parameters() if k.endswith("weight")]
+    for bn in ("batch", "eval"):
+        ref = empirical_ntk(model, x, implementation="loop", dtype=F64, batchnorm=bn, params=names)
+        for impl in FAST:
+            got = empirical_ntk(model, x, implementation=impl, dtype=F64, batchnorm=bn, params=names)
+            assert rel_err(got, ref) <= 1e-10, (impl, bn)
+        rest = [k for k, _ in model.named_parameters() if k not in names]
+        whole = empirical_ntk(model, x, dtype=F64, batchnorm=bn)
+        part = empirical_ntk(model, x, dtype=F64, batchnorm=bn, params=rest)
+        assert rel_err(ref + part, whole) <= 1e-10
+    with pytest.raises(InvalidArgumentError, match="params"):
+        empirical_ntk(model, x, params=["nope.weight"])
 
 
 def test_batchnorm_without_running_stats_needs_batch_mode() -> None:
     model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5, track_running_stats=False), nn.ReLU(), nn.Linear(5, 1))
     with pytest.raises(InvalidArgumentError, match="track_running_stats=False"):
-        empirical_ntk(model, torch.randn(4, 4))
-    assert empirical_ntk(model, torch.randn(4, 4), implementation="contraction", batchnorm="batch").shape == (4, 4)
+        empirical_ntk(model, torch.randn(4, 4), batchnorm="eval")
+    assert empirical_ntk(model, torch.randn(4, 4), implementation="contraction").shape == (4, 4)
+    assert empirical_ntk(model, torch.randn(4, 4)).shape == (4, 4)
 
 
 def test_ntk_does_not_touch_the_model() -> None:

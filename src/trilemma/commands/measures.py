@@ -26,7 +26,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``measures`` command to the ``trilemma`` CLI.
 
     Args:

@@ -11,7 +11,17 @@ NaN/inf (:class:`~trilemma.errors.MeasureFailedError`). Families (one module eac
   ``nngp_lambda_min``, ``nngp_condition``;
 * generalization: ``ntk_bound`` (needs labels);
 * baselines: ``naswot``, ``synflow``, ``snip``, ``grasp``, ``grad_norm``, ``fisher``,
-  ``jacob_cov``; cost: ``num_params``, ``flops``.
+  ``jacob_cov``; cost: ``num_params``, ``flops``;
+* capacity of trained networks: ``lipschitz_upper_bound``, ``spectral_complexity``, ... .
+
+Measures at initialization use BatchNorm batch statistics by default (``batchnorm="batch"``,
+as the reference implementations of the proxies run a freshly built network);
+``batchnorm="eval"`` is an option. Where a reference implementation computes a proxy
+differently, ``convention=`` reproduces it (``"zero-cost-nas"``, ``"naswot"``, ``"te-nas"``).
+:func:`proxy_suite` computes the whole zero-cost suite with shared passes.
+
+Every family module is imported below (:data:`FAMILY_MODULES`); a new module that
+registers measures must be added to that list (a test checks it).
 
 Example:
     >>> import torch
@@ -25,9 +35,15 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
+from trilemma.measures import (  # the family modules register their measures on import
+    _capacity,
+    _convergence,
+    _cost,
+    _expressivity,
+    _generalization,
+    _regions,
+    _zero_cost,
+)
 from trilemma.measures._base import (
     INPUT_KINDS,
     REQUIREMENTS,
@@ -44,7 +60,7 @@ from trilemma.measures._base import (
     register_measure,
     unregister_measure,
 )
-from trilemma.measures._convergence import nngp_gram, nngp_spectrum
+from trilemma.measures._convergence import NTK_CONVENTIONS, nngp_gram, nngp_spectrum
 from trilemma.measures._cost import count_macs, num_parameters
 from trilemma.measures._expressivity import (
     CircleImage,
@@ -53,7 +69,7 @@ from trilemma.measures._expressivity import (
     jacobian_norm,
     trajectory_lengths,
 )
-from trilemma.measures._forward import BATCHNORM_MODES, FunctionalView, functional_view
+from trilemma.measures._forward import BATCHNORM_MODES, FunctionalView, couples_samples, functional_view
 from trilemma.measures._generalization import (
     kernel_quadratic_form,
     ntk_generalization_bound,
@@ -69,22 +85,30 @@ from trilemma.measures._ntk import (
     NTKImplementation,
     empirical_ntk,
     ntk_spectrum,
+    weight_parameter_names,
 )
 from trilemma.measures._regions import (
+    ACTIVATION_CONVENTIONS,
     CurveRegions,
     activation_patterns,
     count_linear_regions_exact,
     count_linear_regions_sampled,
+    distinct_codes,
+    hamming_similarity,
 )
-from trilemma.measures._zero_cost import weight_names
+from trilemma.measures._suite import SUITE, proxy_suite
+from trilemma.measures._zero_cost import PROXY_CONVENTIONS, weight_names
 
-# Families owned by other modules register themselves on import.
-for _family in ("_capacity",):
-    if importlib.util.find_spec(f"{__name__}.{_family}") is not None:
-        importlib.import_module(f"{__name__}.{_family}")
+#: The modules that register measures, imported above (in this order).
+FAMILY_MODULES: tuple[str, ...] = tuple(
+    m.__name__.rsplit(".", 1)[1]
+    for m in (_capacity, _convergence, _cost, _expressivity, _generalization, _regions, _zero_cost)
+)
 
 __all__ = [
+    "ACTIVATION_CONVENTIONS",
     "BATCHNORM_MODES",
+    "FAMILY_MODULES",
     "CircleImage",
     "CurveRegions",
     "FunctionalView",
@@ -92,9 +116,12 @@ __all__ = [
     "Measure",
     "MeasureResult",
     "NTKImplementation",
+    "NTK_CONVENTIONS",
     "NTK_MODES",
+    "PROXY_CONVENTIONS",
     "REQUIREMENTS",
     "RegisteredMeasure",
+    "SUITE",
     "activation_patterns",
     "as_matrix",
     "check_requirements",
@@ -103,11 +130,14 @@ __all__ = [
     "count_linear_regions_exact",
     "count_linear_regions_sampled",
     "count_macs",
+    "couples_samples",
     "curvature",
     "describe_model",
+    "distinct_codes",
     "empirical_ntk",
     "functional_view",
     "get_measure",
+    "hamming_similarity",
     "jacobian_norm",
     "kernel_eigenvalues",
     "kernel_quadratic_form",
@@ -120,9 +150,11 @@ __all__ = [
     "ntk_spectrum",
     "num_parameters",
     "preserved_state",
+    "proxy_suite",
     "register_measure",
     "spectrum_stats",
     "trajectory_lengths",
     "unregister_measure",
     "weight_names",
+    "weight_parameter_names",
 ]

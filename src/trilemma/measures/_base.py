@@ -145,8 +145,8 @@ def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter or buffer (CPU for a stateless model)."""
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -191,7 +191,7 @@ def preserved_state(model: nn.Module, *, parameters: bool = False) -> Iterator[n
                     p.copy_(v)
         for p, flag, (g, value) in zip(params, flags, grads):
             p.requires_grad_(flag)
-            if g is not None:
+            if g is not None and value is not None:
                 with torch.no_grad():
                     g.copy_(value)
             p.grad = g

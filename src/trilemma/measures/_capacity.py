@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 from torch import nn
+from torch.nn.grad import conv2d_input
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
@@ -207,7 +208,10 @@ def _bn_affine(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _weight(module: nn.Module) -> torch.Tensor:
-    return module.weight.detach()  # parametrized (weight-norm) modules compute it here
+    weight = module.weight  # parametrized (weight-norm) modules compute it here
+    if not isinstance(weight, torch.Tensor):
+        raise InvalidTypeError(f"{type(module).__name__}.weight must be a tensor, got {type(weight).__name__}")
+    return weight.detach()
 
 
 # --------------------------------------------------------------------------- operator norms
@@ -347,7 +351,7 @@ def operator_norm(
 
     def gram(v: torch.Tensor) -> torch.Tensor:
         out = op(v.reshape(shape))
-        return torch.nn.grad.conv2d_input(
+        return conv2d_input(
             shape, w, out, module.stride, module.padding, module.dilation, module.groups
         ).reshape(-1)
 
@@ -458,6 +462,8 @@ def _l21_transpose(module: nn.Module, delta: torch.Tensor, in_shape: tuple[int, 
     """``‖Δᵀ‖_{2,1}`` = sum of the ℓ2 norms of the rows of the layer's operator ``Δ``."""
     if isinstance(module, nn.Linear):
         return float(delta.double().norm(dim=1).sum())
+    if not isinstance(module, nn.Conv2d):
+        raise InvalidTypeError(f"spectral complexity handles Linear and Conv2d layers, got {type(module).__name__}")
     op = _conv_operator(module, delta.double() ** 2)  # row-norm² of the unrolled operator
     ones = torch.ones((1, *in_shape), dtype=torch.float64, device=delta.device)
     return float(op(ones).clamp_min(0).sqrt().sum())
@@ -1043,6 +1049,8 @@ def pacbayes_flatness(
                 lo = sigma
             else:
                 hi = sigma
+    if lo is None or hi is None:  # both searches above leave a bracket; kept for the type checker
+        raise MeasureFailedError("pacbayes_flatness: the noise search did not bracket the tolerance")
     while hi / lo > 1.0 + rtol and evaluations < max_steps:
         mid = math.sqrt(lo * hi)
         if increase(mid) <= tolerance:

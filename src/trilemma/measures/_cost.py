@@ -8,6 +8,7 @@ counted. MACs are counted by forward hooks, so they follow the layers actually c
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -37,7 +38,8 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     ``C_out / groups``).
 
     Args:
-        model: Any ``nn.Module`` (evaluated in eval mode; never modified).
+        model: Any ``nn.Module`` (evaluated without its BatchNorm layers, which cost no
+            MACs, so one sample suffices; never modified).
         x: Inputs ``(n, *)``.
 
     Returns:
@@ -48,26 +50,31 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] < 1:
         raise InvalidArgumentError(f"x must be a non-empty batch tensor, got {getattr(x, 'shape', x)!r}")
-    total = 0
-
-    def hook(m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(m, nn.Linear):
-            total += out.numel() * m.in_features
-        elif isinstance(m, nn.modules.conv._ConvTransposeNd):
-            total += args[0].numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
-        else:
-            total += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)  # type: ignore[union-attr]
-
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
-    handles = [m.register_forward_hook(hook) for m in layers]
+    total = [0]
+    handles = mac_hooks(model, total)
     try:
-        with functional_view(model) as view, torch.no_grad():
+        with functional_view(model, batchnorm="remove") as view, torch.no_grad():
             view.forward(view.input(x))
     finally:
         for h in handles:
             h.remove()
-    return round(total / x.shape[0])
+    return round(total[0] / x.shape[0])
+
+
+def mac_hooks(model: nn.Module, total: list[int]) -> list[torch.utils.hooks.RemovableHandle]:
+    """Forward hooks adding the MACs of every Linear/conv call of ``model`` to ``total[0]`` (batch total)."""
+
+    def hook(m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if isinstance(m, nn.Linear):
+            total[0] += out.numel() * m.in_features
+        elif isinstance(m, nn.modules.conv._ConvTransposeNd):
+            total[0] += args[0].numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
+        else:
+            conv = cast(nn.modules.conv._ConvNd, m)
+            total[0] += out.numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    return [m.register_forward_hook(hook) for m in layers]
 
 
 @register_measure(name="num_params", axis="cost")

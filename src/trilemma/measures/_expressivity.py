@@ -9,8 +9,10 @@ differentiation (``torch.func.jvp``, nested for ``a``), and curvature
 relate the mean curvature of a ReLU DAG to its paths: fewer, longer paths → higher
 curvature → more expressive.
 
-All functions evaluate the model in eval mode (each point of the curve is an independent
-sample) and never modify it.
+Each point of the curve is an independent sample. BatchNorm (``batchnorm="batch"``, the
+default) normalizes with the statistics of the given batch ``x``, computed once and held
+fixed along the curve — the normalization a freshly initialized network applies in train
+mode; ``batchnorm="eval"`` uses the running statistics. The model is never modified.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch.func import jacrev, jvp, vmap
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, MeasureFailedError
 from trilemma.measures._base import MeasureResult, register_measure
-from trilemma.measures._forward import Feature, functional_view
+from trilemma.measures._forward import Feature, couples_samples, functional_view
 
 __all__ = [
     "CircleImage",
@@ -142,13 +144,19 @@ class CircleImage:
     length_distortion: float
 
 
+def _stats_batch(model: nn.Module, x: torch.Tensor, batchnorm: str) -> torch.Tensor | None:
+    """The batch whose BatchNorm statistics are held fixed (``None`` when no BatchNorm is coupled)."""
+    return x if couples_samples(model, batchnorm) else None
+
+
 def _velocity_acceleration(fn: Any, theta: torch.Tensor) -> tuple[Any, Any]:
     ones = torch.ones_like(theta)
 
     def velocity(th: torch.Tensor) -> Any:
         return jvp(fn, (th,), (ones,))[1]
 
-    return jvp(velocity, (theta,), (ones,))  # (velocity, its derivative = acceleration)
+    out = jvp(velocity, (theta,), (ones,))  # (velocity, its derivative = acceleration)
+    return out[0], out[1]
 
 
 def curvature(
@@ -160,11 +168,12 @@ def curvature(
     radius: float | None = None,
     feature: Feature = "auto",
     dtype: torch.dtype | None = torch.float64,
+    batchnorm: str = "batch",
 ) -> CircleImage:
     """Curvature and length distortion of the image of a great circle (Poole et al. 2016).
 
     Args:
-        model: Any ``nn.Module`` (evaluated in eval mode; never modified).
+        model: Any ``nn.Module`` (dropout off, BatchNorm per ``batchnorm``; never modified).
         x: A batch ``(n, *)`` fixing the input shape (and the plane, see :func:`circle`).
         num_points: Angles on the circle (SPEC: 128).
         directions, radius: See :func:`circle`.
@@ -172,6 +181,7 @@ def curvature(
             for a DAG-MLP, i.e. the cell output; otherwise the input of the last
             ``nn.Linear``), ``"output"``, a submodule name or a callable.
         dtype: Computation dtype (default float64; the model is not converted).
+        batchnorm: ``"batch"`` (statistics of ``x``, held fixed), ``"eval"`` or ``"remove"``.
 
     Returns:
         A :class:`CircleImage`.
@@ -186,7 +196,8 @@ def curvature(
         (0.5, 1.0)
     """
     theta, u0, u1, r = _circle_setup(x, num_points, directions, radius)
-    with functional_view(model, feature=feature, dtype=dtype) as view:
+    with functional_view(model, feature=feature, dtype=dtype, batchnorm=batchnorm,
+                         statistics_of=_stats_batch(model, x, batchnorm)) as view:
         b0, b1 = u0.to(view.device, view.dtype), u1.to(view.device, view.dtype)
 
         def image(t: torch.Tensor) -> torch.Tensor:
@@ -220,15 +231,18 @@ def jacobian_norm(
     feature: Feature = "output",
     dtype: torch.dtype | None = None,
     chunk_size: int = 32,
+    batchnorm: str = "batch",
 ) -> torch.Tensor:
     """Frobenius norms of the input-output Jacobians ``‖∂f(x_i)/∂x_i‖_F`` (Novak et al., ICLR 2018).
 
     Args:
-        model: Any ``nn.Module`` with floating inputs (eval mode; never modified).
+        model: Any ``nn.Module`` with floating inputs (dropout off; never modified).
         x: Inputs ``(n, *)``.
         feature: Output node (default the model output), as in :func:`curvature`.
         dtype: Computation dtype (``None``: the model's).
         chunk_size: Samples per ``vmap(jacrev)`` call (bounds memory ``chunk·D·d``).
+        batchnorm: ``"batch"`` (statistics of ``x``, held fixed: each row's own Jacobian),
+            ``"eval"`` or ``"remove"``.
 
     Returns:
         ``(n,)`` norms (float64, CPU).
@@ -242,7 +256,8 @@ def jacobian_norm(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InvalidArgumentError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     norms = []
-    with functional_view(model, feature=feature, dtype=dtype) as view:
+    with functional_view(model, feature=feature, dtype=dtype, batchnorm=batchnorm,
+                         statistics_of=_stats_batch(model, x, batchnorm)) as view:
         def single(xi: torch.Tensor) -> torch.Tensor:
             return view.forward(xi.unsqueeze(0)).reshape(-1)
 
@@ -278,6 +293,7 @@ def trajectory_lengths(
     directions: str | Sequence[torch.Tensor] = "data",
     radius: float | None = None,
     dtype: torch.dtype | None = torch.float64,
+    batchnorm: str = "batch",
 ) -> torch.Tensor:
     """Length of the image of a great circle at every layer (Raghu et al., ICML 2017).
 
@@ -285,13 +301,14 @@ def trajectory_lengths(
     regime; the per-layer growth factor is a measure of expressive power.
 
     Args:
-        model: Any ``nn.Module`` (eval mode; never modified).
+        model: Any ``nn.Module`` (dropout off; never modified).
         x: Batch fixing the input shape and plane (see :func:`circle`).
         layers: ``"nodes"`` (the DAG-MLP's node features 0..H), ``"relu"`` (the output of
             every ``nn.ReLU`` module in call order) or ``"auto"`` (nodes if the model has
             a ``nodes`` method, else ReLU outputs).
         num_points, directions, radius: See :func:`circle`.
         dtype: Computation dtype (default float64).
+        batchnorm: ``"batch"`` (statistics of ``x``, held fixed), ``"eval"`` or ``"remove"``.
 
     Returns:
         ``(L + 1,)`` float64 lengths: the input circle ``2πr`` first, then each layer.
@@ -311,7 +328,8 @@ def trajectory_lengths(
         raise InvalidArgumentError("layers='relu' needs nn.ReLU modules; the model has none")
     theta, u0, u1, r = _circle_setup(x, num_points, directions, radius)
     pick = _node_outputs if layers == "nodes" else _relu_outputs
-    with functional_view(model, feature=pick, dtype=dtype) as view:
+    with functional_view(model, feature=pick, dtype=dtype, batchnorm=batchnorm,
+                         statistics_of=_stats_batch(model, x, batchnorm)) as view:
         b0, b1 = u0.to(view.device, view.dtype), u1.to(view.device, view.dtype)
 
         def image(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -319,7 +337,7 @@ def trajectory_lengths(
             return view.forward(p.reshape(t.shape[0], *x.shape[1:]))
 
         th = theta.to(view.device, view.dtype)
-        _, tangents = jvp(image, (th,), (torch.ones_like(th),))
+        tangents = jvp(image, (th,), (torch.ones_like(th),))[1]
     lengths = [2 * math.pi * r]
     for tan in tangents:
         speed = tan.detach().to(torch.float64).reshape(num_points, -1).norm(dim=1)
@@ -341,6 +359,7 @@ def _curvature_measure(
     radius: float | None = None,
     feature: Feature = "auto",
     dtype: torch.dtype | None = torch.float64,
+    batchnorm: str = "batch",
 ) -> MeasureResult:
     """Mean curvature of the image of a great circle (Poole et al. 2016; Chen, Huang & Wang 2023).
 
@@ -349,7 +368,7 @@ def _curvature_measure(
     Extras: ``kappa`` per angle, ``length_distortion``.
     """
     img = curvature(model, x, num_points=num_points, directions=directions, radius=radius,
-                    feature=feature, dtype=dtype)
+                    feature=feature, dtype=dtype, batchnorm=batchnorm)
     return MeasureResult(img.mean_curvature, extras={"kappa": img.kappa, "length_distortion": img.length_distortion,
                                                      "length_out": img.length_out, "length_in": img.length_in})
 
@@ -365,13 +384,14 @@ def _length_measure(
     radius: float | None = None,
     feature: Feature = "auto",
     dtype: torch.dtype | None = torch.float64,
+    batchnorm: str = "batch",
 ) -> MeasureResult:
     """Length of the image of a great circle over its input length (Poole et al. 2016; Raghu et al. 2017).
 
     Same circle and feature node as ``curvature``; extras hold the mean curvature.
     """
     img = curvature(model, x, num_points=num_points, directions=directions, radius=radius,
-                    feature=feature, dtype=dtype)
+                    feature=feature, dtype=dtype, batchnorm=batchnorm)
     return MeasureResult(img.length_distortion, extras={"mean_curvature": img.mean_curvature,
                                                         "length_out": img.length_out, "length_in": img.length_in})
 
@@ -385,12 +405,13 @@ def _jacobian_measure(
     feature: Feature = "output",
     dtype: torch.dtype | None = None,
     chunk_size: int = 32,
+    batchnorm: str = "batch",
 ) -> MeasureResult:
     """Mean Frobenius norm of the input-output Jacobian over the batch (Novak et al. 2018).
 
     Smaller norm ↔ higher curvature (Chen, Huang & Wang 2023, Cor. 4.2); extras: per-sample norms.
     """
-    norms = jacobian_norm(model, x, feature=feature, dtype=dtype, chunk_size=chunk_size)
+    norms = jacobian_norm(model, x, feature=feature, dtype=dtype, chunk_size=chunk_size, batchnorm=batchnorm)
     return MeasureResult(float(norms.mean()), extras={"norms": norms})
 
 
@@ -405,6 +426,7 @@ def _trajectory_measure(
     directions: str = "data",
     radius: float | None = None,
     dtype: torch.dtype | None = torch.float64,
+    batchnorm: str = "batch",
 ) -> MeasureResult:
     """Per-layer growth factor of trajectory length, (L_last / L_in)^(1/#layers) (Raghu et al. 2017).
 
@@ -412,7 +434,7 @@ def _trajectory_measure(
     outputs); extras: the lengths.
     """
     lengths = trajectory_lengths(model, x, layers=layers, num_points=num_points, directions=directions,
-                                 radius=radius, dtype=dtype)
+                                 radius=radius, dtype=dtype, batchnorm=batchnorm)
     layers_n = lengths.numel() - 1
     if float(lengths[-1]) <= 0:
         raise MeasureFailedError("the last layer's trajectory has zero length; the growth factor is undefined")

@@ -92,7 +92,7 @@ def ntk_generalization_bound(
     *,
     implementation: NTKImplementation | str = NTKImplementation.STRUCTURED,
     mode: str = "sum",
-    batchnorm: str = "eval",
+    batchnorm: str = "batch",
     dtype: torch.dtype | None = torch.float64,
 ) -> tuple[float, dict[str, float]]:
     """``sqrt(yᵀ Θ⁻¹ y / N)`` with ``Θ`` the empirical NTK on ``x`` (Cao & Gu 2019).
@@ -119,8 +119,6 @@ def ntk_generalization_bound(
         raise InvalidTypeError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
     if y.shape[0] != x.shape[0]:
         raise InvalidArgumentError(f"y must have one row per input ({x.shape[0]}), got shape {tuple(y.shape)}")
-    if batchnorm == "batch" and NTKImplementation(implementation) is NTKImplementation.STRUCTURED:
-        implementation = NTKImplementation.CONTRACTION
     theta = empirical_ntk(model, x, implementation=implementation, mode=mode, batchnorm=batchnorm, dtype=dtype)
     n = x.shape[0]
     if mode == "full":
@@ -151,12 +149,13 @@ def _ntk_bound(
     *,
     implementation: str = "structured",
     mode: str = "sum",
-    batchnorm: str = "eval",
+    batchnorm: str = "batch",
     dtype: torch.dtype | None = torch.float64,
 ) -> MeasureResult:
     """NTK generalization bound sqrt(yᵀ Θ⁻¹ y / N) with labels (Cao & Gu 2019; Chen, Huang & Wang 2023).
 
-    Float64 STRUCTURED empirical NTK of the summed logits; class labels one-hot encoded.
+    Float64 STRUCTURED empirical NTK of the summed logits, BatchNorm with batch statistics;
+    class labels one-hot encoded.
     Extras: the jitter added to a singular kernel, and ``Σ_p d_p · value`` for DAG-MLPs.
     """
     if y is None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, MeasureFailedError
+from trilemma.measures._forward import couples_samples
 
 __all__ = ["as_matrix", "chunked", "kernel_eigenvalues", "spectrum_stats"]
 
@@ -35,24 +36,27 @@ def as_matrix(kernel: torch.Tensor) -> torch.Tensor:
     raise InvalidArgumentError(f"a kernel must have shape (n, n) or (n, n, k, k), got {tuple(kernel.shape)}")
 
 
-def kernel_eigenvalues(kernel: torch.Tensor, *, name: str = "kernel") -> torch.Tensor:
-    """Ascending eigenvalues of a symmetric kernel, computed in float64.
+def kernel_eigenvalues(
+    kernel: torch.Tensor, *, name: str = "kernel", dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Ascending eigenvalues of a symmetric kernel, computed in ``dtype`` (float64 by default).
 
     Args:
         kernel: ``(n, n)`` or ``(n, n, k, k)`` (see :func:`as_matrix`).
         name: Used in error messages.
+        dtype: Precision of the eigendecomposition.
 
     Returns:
-        ``(n,)`` (or ``(n·k,)``) float64 eigenvalues, ascending.
+        ``(n,)`` (or ``(n·k,)``) float64 eigenvalues, ascending (rounded to ``dtype`` first).
 
     Raises:
         MeasureFailedError: The kernel has non-finite entries.
     """
-    mat = as_matrix(kernel).detach().to(torch.float64)
+    mat = as_matrix(kernel).detach().to(dtype)
     if not torch.isfinite(mat).all():
         raise MeasureFailedError(f"the {name} has non-finite entries (NaN/inf); its spectrum is undefined")
     mat = 0.5 * (mat + mat.T)
-    return torch.linalg.eigvalsh(mat)
+    return torch.linalg.eigvalsh(mat).to(torch.float64)
 
 
 def spectrum_stats(eigs: torch.Tensor, *, fraction: float = 0.9) -> dict[str, float]:
@@ -118,8 +122,9 @@ def chunked(kernel_fn: Callable[..., torch.Tensor], chunk_size: int) -> Callable
         A function with the same signature as ``kernel_fn``.
 
     Raises:
-        InvalidArgumentError: ``chunk_size < 1``; at call time, ``batchnorm="batch"``
-            (batch statistics couple all samples, so blocks would change the kernel).
+        InvalidArgumentError: ``chunk_size < 1``; at call time, ``batchnorm="batch"`` (the
+            default) on a model with BatchNorm (batch statistics couple all samples, so
+            blocks would change the kernel).
 
     Example:
         >>> from trilemma.measures import empirical_ntk  # doctest: +SKIP
@@ -130,12 +135,13 @@ def chunked(kernel_fn: Callable[..., torch.Tensor], chunk_size: int) -> Callable
 
     @functools.wraps(kernel_fn)
     def wrapper(model: Any, x1: torch.Tensor, x2: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
-        if kw.get("batchnorm", "eval") == "batch":
+        if couples_samples(model, kw.get("batchnorm", "batch")):
             raise InvalidArgumentError(
-                "chunked kernels need independent samples; batchnorm='batch' couples the batch"
+                "chunked kernels need independent samples; batchnorm='batch' couples the batch of a model "
+                "with BatchNorm (pass batchnorm='eval')"
             )
         symmetric = x2 is None
-        other = x1 if symmetric else x2
+        other = x1 if x2 is None else x2
         n1, n2 = x1.shape[0], other.shape[0]
         if n1 == 0 or n2 == 0:
             raise InvalidArgumentError(f"kernel batches must be non-empty, got {n1} and {n2} rows")

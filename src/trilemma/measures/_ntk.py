@@ -27,32 +27,42 @@ spirit of neural-tangents' ``empirical_ntk_fn(..., implementation=...)``:
 Modes: ``"sum"`` (kernel of the summed logits ``Σ_c f_c``, the papers' default),
 ``"trace"`` (``Σ_c`` of the per-logit kernels) and ``"full"`` (``(n, n, k, k)``).
 
-BatchNorm: by default (``batchnorm="eval"``) the model runs in eval mode, so each output
-depends only on its own input and ``Θ`` is the usual per-sample NTK. With
-``batchnorm="batch"`` BatchNorm uses batch statistics; then ``f_i`` depends on the whole
-batch and ``J_i = ∂f_i(X)/∂θ`` is the row of the Jacobian of the *batch function*;
-``LOOP`` and ``CONTRACTION`` support it (no chunking, no cross-kernel), ``STRUCTURED``
-does not (its rank-one factorization assumes independent samples).
+BatchNorm: by default (``batchnorm="batch"``) BatchNorm uses the statistics of the batch,
+as TE-NAS (Chen, Gong & Wang, ICLR 2021) computes the NTK of a freshly initialized network
+in train mode. Then ``f_i`` depends on the whole batch and ``J_i = ∂f_i(X)/∂θ`` is the row
+of the Jacobian of the *batch function* (no chunking, no cross-kernel). The rank-one
+per-sample factorization does not hold for coupled samples, so ``STRUCTURED`` then computes
+the rows directly: one forward pass and one vector-Jacobian product per row (``n`` rows in
+``"sum"`` mode), batched with ``vmap`` in chunks that bound the memory — the cost of about
+``n`` backward passes, the least any method needs for ``n`` independent gradient rows.
+With ``batchnorm="eval"`` (running statistics) each output depends only on its own input
+and ``Θ`` is the usual per-sample NTK. A model without BatchNorm is the same in both modes
+(the fast per-sample path is used).
+
+Parameters: every floating parameter by default; ``params=[names]`` restricts the kernel
+to those parameter tensors (TE-NAS differentiates only the parameters whose name contains
+``"weight"``, see :func:`weight_parameter_names`).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, jacrev, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
-from trilemma.measures._forward import FunctionalView, functional_view
+from trilemma.measures._forward import FunctionalView, couples_samples, functional_view
 from trilemma.measures._kernel import kernel_eigenvalues, spectrum_stats
 
-__all__ = ["NTK_MODES", "NTKImplementation", "empirical_ntk", "ntk_spectrum"]
+__all__ = ["NTK_MODES", "NTKImplementation", "empirical_ntk", "ntk_spectrum", "weight_parameter_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +123,40 @@ def _validate(
         ) from None
     if mode not in NTK_MODES:
         raise InvalidArgumentError(f"mode must be one of {NTK_MODES}, got {mode!r}")
-    if batchnorm == "batch":
-        if x2 is not None:
-            raise InvalidArgumentError("batchnorm='batch' couples the samples of one batch; x2 is not supported")
-        if impl is NTKImplementation.STRUCTURED:
-            raise InvalidArgumentError(
-                "implementation='structured' needs independent samples; with batchnorm='batch' "
-                "use 'contraction' or 'loop'"
-            )
+    if x2 is not None and couples_samples(model, batchnorm):
+        raise InvalidArgumentError(
+            "batchnorm='batch' couples the samples of one batch (the model has BatchNorm); x2 is not supported"
+        )
     return impl
+
+
+def weight_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters whose name contains ``"weight"`` (TE-NAS's NTK parameter set).
+
+    TE-NAS (Chen, Gong & Wang 2021) stacks the gradients of ``named_parameters()`` entries
+    with ``"weight" in name``: convolution, linear and BatchNorm scale weights, no biases.
+    """
+    return [k for k, p in model.named_parameters() if "weight" in k and p.is_floating_point()]
+
+
+def _selected(view: FunctionalView, names: list[str] | None) -> list[str]:
+    floating = [k for k, v in view.params.items() if v.is_floating_point()]
+    if names is None:
+        return floating
+    unknown = sorted(set(names) - set(floating))
+    if unknown:
+        raise InvalidArgumentError(
+            f"params must name floating parameters of the model; unknown: {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''} (the model has {len(floating)})"
+        )
+    keep = set(names)
+    return [k for k in floating if k in keep]
+
+
+def _leaves(view: FunctionalView, names: list[str]) -> dict[str, torch.Tensor]:
+    """Parameters with ``requires_grad`` only on ``names`` (others are constants)."""
+    keep = set(names)
+    return {k: v.detach().requires_grad_(k in keep) if v.is_floating_point() else v for k, v in view.params.items()}
 
 
 def _flat(out: torch.Tensor) -> torch.Tensor:
@@ -131,9 +166,10 @@ def _flat(out: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- LOOP
 
 
-def _ntk_loop(view: FunctionalView, x: torch.Tensor, n1: int, symmetric: bool, mode: str) -> torch.Tensor:
-    params = view.trainable()
-    names = [k for k, v in params.items() if v.is_floating_point()]
+def _ntk_loop(
+    view: FunctionalView, x: torch.Tensor, n1: int, symmetric: bool, mode: str, names: list[str]
+) -> torch.Tensor:
+    params = _leaves(view, names)
     plist = [params[k] for k in names]
     out = _flat(view(params, x))
     n, k = out.shape
@@ -143,6 +179,8 @@ def _ntk_loop(view: FunctionalView, x: torch.Tensor, n1: int, symmetric: bool, m
     for a in range(num_cot):
         for i in range(n):
             target = out[i].sum() if mode == "sum" else out[i, a]
+            if not target.requires_grad:
+                continue
             grads = torch.autograd.grad(target, plist, retain_graph=True, allow_unused=True)
             jac[a, i] = torch.cat([
                 (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, plist)
@@ -150,6 +188,80 @@ def _ntk_loop(view: FunctionalView, x: torch.Tensor, n1: int, symmetric: bool, m
     j1 = jac[:, :n1]
     j2 = j1 if symmetric else jac[:, n1:]
     return _contract(j1, j2, mode)
+
+
+# --------------------------------------------------------------------------- ROWS (coupled samples)
+
+#: Memory budget (tensor elements) of one batched vector-Jacobian product chunk.
+_ROWS_BUDGET = 2**26
+
+
+def jacobian_rows(out: torch.Tensor, plist: list[torch.Tensor], mode: str, *, activations: int = 0) -> torch.Tensor:
+    """Rows ``(K, n, P)`` of the Jacobian of a batch output ``out (n, k)`` w.r.t. ``plist``.
+
+    One vector-Jacobian product per row (``K = 1`` row per sample in ``"sum"`` mode, ``k``
+    otherwise), batched with ``is_grads_batched`` in chunks of about
+    ``_ROWS_BUDGET / activations`` rows; the graph of ``out`` is kept.
+
+    Args:
+        out: ``(n, k)`` output with its autograd graph.
+        plist: Leaf tensors to differentiate.
+        mode: One of :data:`NTK_MODES`.
+        activations: Elements of the forward activations (sizes the chunks; 0: one chunk).
+    """
+    n, k = out.shape
+    num_cot = 1 if mode == "sum" else k
+    total = sum(p.numel() for p in plist)
+    jac = out.new_zeros((num_cot, n, total))
+    if not out.requires_grad or not plist:
+        return jac
+    pairs = [(a, i) for a in range(num_cot) for i in range(n)]
+    chunk = max(1, min(len(pairs), _ROWS_BUDGET // max(activations, 1)))
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start:start + chunk]
+        cot = out.new_zeros((len(part), n, k))
+        for r, (a, i) in enumerate(part):
+            if mode == "sum":
+                cot[r, i] = 1
+            else:
+                cot[r, i, a] = 1
+        if len(part) == 1:
+            grads = [None if g is None else g.unsqueeze(0) for g in
+                     torch.autograd.grad(out, plist, cot[0], retain_graph=True, allow_unused=True)]
+        else:
+            grads = list(torch.autograd.grad(out, plist, cot, retain_graph=True, allow_unused=True,
+                                             is_grads_batched=True))
+        rows = torch.cat([
+            (g if g is not None else p.new_zeros((len(part), *p.shape))).reshape(len(part), -1)
+            for g, p in zip(grads, plist)
+        ], dim=1)
+        for r, (a, i) in enumerate(part):
+            jac[a, i] = rows[r]
+    return jac
+
+
+def _activation_elements(model: nn.Module) -> tuple[list[Any], list[int]]:
+    """Forward hooks counting the output elements of every leaf module (sizes the row chunks)."""
+    count = [0]
+
+    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            count[0] += out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    return handles, count
+
+
+def _ntk_rows(view: FunctionalView, x: torch.Tensor, mode: str, names: list[str]) -> torch.Tensor:
+    params = _leaves(view, names)
+    handles, count = _activation_elements(view.model)
+    try:
+        out = _flat(view(params, x))
+    finally:
+        for h in handles:
+            h.remove()
+    jac = jacobian_rows(out, [params[k] for k in names], mode, activations=count[0])
+    return _contract(jac, jac, mode)
 
 
 # --------------------------------------------------------------------------- CONTRACTION
@@ -162,7 +274,7 @@ def _jacobians(
     fixed = {k: v for k, v in view.params.items() if k not in names}
     sub = {k: view.params[k] for k in names}
 
-    if batchnorm == "batch":
+    if couples_samples(view.model, batchnorm):
         def batch_fn(p: dict[str, torch.Tensor]) -> torch.Tensor:
             out = _flat(view({**fixed, **p}, x))
             return out.sum(1, keepdim=True) if mode == "sum" else out
@@ -186,10 +298,8 @@ def _jacobians(
 
 def _ntk_contraction(
     view: FunctionalView, x: torch.Tensor, n1: int, symmetric: bool, mode: str, batchnorm: str,
-    names: list[str] | None = None,
+    names: list[str],
 ) -> torch.Tensor | None:
-    if names is None:
-        names = [k for k, v in view.params.items() if v.is_floating_point()]
     if not names:
         return None
     jac = _jacobians(view, x, names, mode, batchnorm)
@@ -242,7 +352,7 @@ def _bilinear(
     return _contract(g1, g2, mode)
 
 
-def _conv_patches(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
+def _conv_patches(m: nn.Conv1d | nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
     """im2col patches of a Conv1d/Conv2d input: ``(n, L, groups, C_in/groups · prod(kernel))``."""
     if isinstance(m, nn.Conv1d):
         a = a.unsqueeze(2)
@@ -325,12 +435,14 @@ def _structured_terms(
             b1 = bs[:, :n1]
             terms.append(("bias", _contract(b1, b1 if symmetric else bs[:, n1:], mode)))
     else:  # BatchNorm, eval mode: y = γ x̂ + β with running statistics
+        bn = cast(_BatchNorm, m)
+        mean, var = bn.running_mean, bn.running_var
+        if mean is None or var is None:
+            raise InvalidArgumentError("structured NTK: a BatchNorm in eval mode needs running statistics")
         gw, gb = None, None
         for x, g in zip(calls.inputs, grads):
             shape = (1, -1) + (1,) * (x.ndim - 2)
-            xhat = (x - m.running_mean.view(shape).to(x.dtype)) / torch.sqrt(
-                m.running_var.view(shape).to(x.dtype) + m.eps
-            )
+            xhat = (x - mean.view(shape).to(x.dtype)) / torch.sqrt(var.view(shape).to(x.dtype) + bn.eps)
             dims = tuple(range(3, x.ndim + 1))
             b = torch.stack(g)  # (K, n, C, *)
             w_part = (b * xhat).sum(dim=dims) if dims else b * xhat
@@ -344,9 +456,11 @@ def _structured_terms(
 
 
 def _ntk_structured(
-    view: FunctionalView, x: torch.Tensor, n1: int, symmetric: bool, mode: str, batchnorm: str
+    view: FunctionalView, x: torch.Tensor, n1: int, symmetric: bool, mode: str, batchnorm: str,
+    names: list[str],
 ) -> torch.Tensor:
     model = view.model
+    wanted = set(names)
     owners: dict[int, list[str]] = {}
     for mname, m in model.named_modules(remove_duplicate=False):
         for pname, p in m.named_parameters(recurse=False):
@@ -357,6 +471,8 @@ def _ntk_structured(
     for mname, m in model.named_modules():
         own = list(m.parameters(recurse=False))
         if not own or not _is_structured(m, batchnorm):
+            continue
+        if not any(param_names.get(id(p)) in wanted for p in own):
             continue
         if any(len(owners[id(p)]) > 1 for p in own):
             continue  # a shared parameter: its gradient sums over owners → contraction fallback
@@ -376,7 +492,7 @@ def _ntk_structured(
     try:
         for mname, m in known.items():
             handles.append(m.register_forward_hook(make_hook(records[mname])))
-        params = view.trainable()
+        params = _leaves(view, names)
         out = _flat(view(params, x))
     finally:
         for h in handles:
@@ -389,7 +505,7 @@ def _ntk_structured(
     if zs:
         for ai, cot in enumerate(cots):
             gs = torch.autograd.grad(out, zs, grad_outputs=cot, retain_graph=ai < len(cots) - 1,
-                                     allow_unused=True)
+                                     allow_unused=True) if out.requires_grad else (None,) * len(zs)
             per_cot.append(tuple(torch.zeros_like(z) if g is None else g for z, g in zip(zs, gs)))
 
     total: torch.Tensor | None = None
@@ -400,9 +516,11 @@ def _ntk_structured(
         grads = [[per_cot[ai][pos + c] for ai in range(len(cots))] for c in range(ncalls)]
         pos += ncalls
         for pname, term in _structured_terms(m, records[mname], grads, n1, symmetric, mode):
-            total = term if total is None else total + term
-            covered.add(param_names[id(getattr(m, pname))])
-    rest = [k for k, v in view.params.items() if v.is_floating_point() and k not in covered]
+            full_name = param_names[id(getattr(m, pname))]
+            if full_name in wanted:
+                total = term if total is None else total + term
+                covered.add(full_name)
+    rest = [k for k in names if k not in covered]
     if rest:
         logger.debug("structured NTK: contraction fallback for %d parameter tensors: %s", len(rest), rest)
         fallback = _ntk_contraction(view, x, n1, symmetric, mode, batchnorm, names=rest)
@@ -429,22 +547,27 @@ def empirical_ntk(
     *,
     implementation: NTKImplementation | str = NTKImplementation.STRUCTURED,
     mode: str = "sum",
-    batchnorm: str = "eval",
+    batchnorm: str = "batch",
     dtype: torch.dtype | None = None,
+    params: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Empirical NTK ``Θ(x, x2) = J(x) J(x2)ᵀ`` (Jacot, Gabriel & Hongler, NeurIPS 2018).
 
     Args:
         model: Any ``nn.Module``; evaluated on its own device, never modified.
         x: Inputs ``(n1, *)``.
-        x2: Optional second batch ``(n2, *)`` for a cross-kernel (default: ``x``).
+        x2: Optional second batch ``(n2, *)`` for a cross-kernel (default: ``x``; not with
+            batch statistics on a model with BatchNorm).
         implementation: :class:`NTKImplementation` or its string value.
         mode: ``"sum"`` (kernel of ``Σ_c f_c``), ``"trace"`` (``Σ_c`` of per-logit
             kernels) or ``"full"`` (all logit pairs).
-        batchnorm: ``"eval"`` (default, per-sample NTK) or ``"batch"`` (Jacobian rows of
-            the batch function; see module docstring).
+        batchnorm: ``"batch"`` (default: Jacobian rows of the batch function, see the
+            module docstring), ``"eval"`` (per-sample NTK with running statistics) or
+            ``"remove"``.
         dtype: Floating dtype of the computation (``None``: the model's). Use
             ``torch.float64`` for reference-quality kernels; the model is not converted.
+        params: Names of the parameter tensors to differentiate (default: all floating
+            parameters), e.g. :func:`weight_parameter_names` for TE-NAS's kernel.
 
     Returns:
         ``(n1, n2)`` for ``"sum"``/``"trace"``, ``(n1, n2, k, k)`` for ``"full"``, in ``dtype``,
@@ -452,8 +575,8 @@ def empirical_ntk(
 
     Raises:
         InvalidTypeError: ``model``/``x`` of the wrong type.
-        InvalidArgumentError: Unknown implementation/mode/batchnorm, or an unsupported
-            combination (``"batch"`` with ``x2`` or with ``STRUCTURED``).
+        InvalidArgumentError: Unknown implementation/mode/batchnorm/parameter name, or
+            ``x2`` with coupled samples.
 
     Example:
         >>> from trilemma.models import build_model
@@ -466,15 +589,18 @@ def empirical_ntk(
     """
     impl = _validate(model, x, x2, implementation, mode, batchnorm)
     with functional_view(model, feature="output", dtype=dtype, batchnorm=batchnorm) as view:
+        names = _selected(view, None if params is None else list(params))
         n1 = x.shape[0]
         xs = view.input(x if x2 is None else torch.cat([x, x2.to(x.device)], dim=0))
         symmetric = x2 is None
         if impl is NTKImplementation.LOOP:
-            return _ntk_loop(view, xs, n1, symmetric, mode).detach()
+            return _ntk_loop(view, xs, n1, symmetric, mode, names).detach()
         if impl is NTKImplementation.CONTRACTION:
-            out = _ntk_contraction(view, xs, n1, symmetric, mode, batchnorm)
+            out = _ntk_contraction(view, xs, n1, symmetric, mode, batchnorm, names)
             return out.detach() if out is not None else _zero_kernel(view, xs, n1, symmetric, mode)
-        return _ntk_structured(view, xs, n1, symmetric, mode, batchnorm).detach()
+        if couples_samples(model, batchnorm):
+            return _ntk_rows(view, xs, mode, names).detach()
+        return _ntk_structured(view, xs, n1, symmetric, mode, batchnorm, names).detach()
 
 
 def ntk_spectrum(
@@ -483,16 +609,20 @@ def ntk_spectrum(
     *,
     implementation: NTKImplementation | str = NTKImplementation.STRUCTURED,
     mode: str = "sum",
-    batchnorm: str = "eval",
+    batchnorm: str = "batch",
     dtype: torch.dtype | None = None,
     fraction: float = 0.9,
+    params: Sequence[str] | None = None,
+    eigen_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Eigenvalues and summary statistics of the empirical NTK on ``x``.
 
     Args:
-        model, x, implementation, mode, batchnorm, dtype: As in :func:`empirical_ntk`
-            (a ``"full"`` kernel is flattened to ``(n·k, n·k)``).
+        model, x, implementation, mode, batchnorm, dtype, params: As in
+            :func:`empirical_ntk` (a ``"full"`` kernel is flattened to ``(n·k, n·k)``).
         fraction: Trace fraction of the robust minimum eigenvalue (paper: 0.9).
+        eigen_dtype: Precision of the eigendecomposition (float64 by default; TE-NAS's
+            reference uses float32).
 
     Returns:
         ``(eigenvalues, stats)``: float64 eigenvalues ascending on the CPU, and
@@ -501,7 +631,7 @@ def ntk_spectrum(
     Raises:
         MeasureFailedError: The kernel has non-finite entries.
     """
-    theta = empirical_ntk(model, x, implementation=implementation, mode=mode, batchnorm=batchnorm, dtype=dtype)
-    eigs = kernel_eigenvalues(theta, name="NTK").cpu()
+    theta = empirical_ntk(model, x, implementation=implementation, mode=mode, batchnorm=batchnorm, dtype=dtype,
+                          params=params)
+    eigs = kernel_eigenvalues(theta, name="NTK", dtype=eigen_dtype).cpu()
     return eigs, spectrum_stats(eigs, fraction=fraction)
-

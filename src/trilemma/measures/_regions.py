@@ -32,21 +32,50 @@ from torch import nn
 
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, MeasureFailedError
 from trilemma.measures._base import MeasureResult, check_requirements, register_measure
-from trilemma.measures._forward import functional_view
+from trilemma.measures._forward import couples_samples, functional_view
 
 __all__ = [
+    "ACTIVATION_CONVENTIONS",
     "CurveRegions",
     "activation_patterns",
+    "distinct_codes",
+    "hamming_similarity",
     "count_linear_regions_exact",
     "count_linear_regions_sampled",
 ]
 
 
-def _preactivations(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pre-activations (n, U) of every nn.ReLU call, output (n, k))``."""
+#: Which units make up an activation code (:func:`activation_patterns`):
+#:
+#: * ``"trilemma"``: the input of every ``nn.ReLU`` call, each unit once;
+#: * ``"naswot"``: the input of every module whose type string contains ``"ReLU"`` — the
+#:   rule of NASWOT's reference code (Mellor et al. 2021, and NASLib's ``nwot`` used by
+#:   NAS-Bench-Suite-Zero). In NAS-Bench-201 the ``ReLUConvBN`` op is itself such a module
+#:   and its input is the input of its own ``nn.ReLU``, so every convolution op's units are
+#:   counted twice. (The original NASWOT script also skips modules that receive no gradient;
+#:   NASLib does not, and neither does this rule.)
+#: * ``"te-nas"``: ``nn.ReLU`` calls with a 4-D (image) input only, as TE-NAS's linear-region
+#:   counter (Chen, Gong & Wang 2021).
+ACTIVATION_CONVENTIONS: tuple[str, ...] = ("trilemma", "naswot", "te-nas")
+
+
+def _hooked(model: nn.Module, convention: str) -> list[nn.Module]:
+    if convention == "naswot":
+        return [m for m in model.modules() if "ReLU" in str(type(m))]
+    return [m for m in model.modules() if isinstance(m, nn.ReLU)]
+
+
+def _preactivations(
+    model: nn.Module, x: torch.Tensor, convention: str = "trilemma"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pre-activations (n, U) of the hooked ReLU calls, output (n, k))`` (see :data:`ACTIVATION_CONVENTIONS`)."""
     captured: list[torch.Tensor] = []
-    handles = [m.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-               for m in model.modules() if isinstance(m, nn.ReLU)]
+
+    def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if convention != "te-nas" or args[0].ndim == 4:
+            captured.append(args[0])
+
+    handles = [m.register_forward_pre_hook(hook) for m in _hooked(model, convention)]
     try:
         out = model(x)
     finally:
@@ -55,6 +84,63 @@ def _preactivations(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     n = x.shape[0]
     pre = torch.cat([c.reshape(n, -1) for c in captured], dim=1) if captured else x.new_zeros((n, 0))
     return pre, out.reshape(n, -1)
+
+
+def _codes(model: nn.Module, x: torch.Tensor, convention: str) -> torch.Tensor:
+    """``(n, U)`` bool codes (pre-activation ``> 0``) of the hooked ReLU calls, kept as bits."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if convention != "te-nas" or args[0].ndim == 4:
+            captured.append(args[0] > 0)
+
+    handles = [m.register_forward_pre_hook(hook) for m in _hooked(model, convention)]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    n = x.shape[0]
+    return torch.cat([c.reshape(n, -1) for c in captured], dim=1) if captured else x.new_zeros((n, 0), dtype=torch.bool)
+
+
+#: Columns of one float32 matmul chunk in :func:`hamming_similarity` (exact below 2^24).
+_CODE_CHUNK = 2**18
+
+
+def hamming_similarity(codes: torch.Tensor) -> torch.Tensor:
+    """``K_ij`` = number of units on which codes ``i`` and ``j`` agree (``N_A`` − Hamming distance).
+
+    ``K = U − r_i − r_j + 2 c cᵀ`` with ``r`` the row sums: one matmul of 0/1 entries per chunk
+    of :data:`_CODE_CHUNK` columns, exact in float32 (every partial count is below 2^24) and
+    accumulated in float64 (exact integers).
+
+    Args:
+        codes: ``(n, U)`` bool.
+
+    Returns:
+        ``(n, n)`` float64 on the codes' device.
+    """
+    n, units = codes.shape
+    r = codes.sum(dim=1, dtype=torch.float64)
+    cc = torch.zeros((n, n), dtype=torch.float64, device=codes.device)
+    for s in range(0, units, _CODE_CHUNK):
+        c = codes[:, s:s + _CODE_CHUNK].to(torch.float32)
+        cc += (c @ c.T).to(torch.float64)
+    return units - r[:, None] - r[None, :] + 2 * cc
+
+
+def distinct_codes(similarity: torch.Tensor, units: int) -> int:
+    """Number of distinct codes from :func:`hamming_similarity` (rows agreeing on all ``units``)."""
+    same = similarity == units
+    duplicate = torch.tril(same, diagonal=-1).any(dim=1)  # equal to an earlier row
+    return int(similarity.shape[0] - int(duplicate.sum()))
+
+
+def check_activation_convention(convention: str) -> None:
+    """Raise :class:`~trilemma.errors.InvalidArgumentError` unless ``convention`` is in :data:`ACTIVATION_CONVENTIONS`."""
+    if convention not in ACTIVATION_CONVENTIONS:
+        raise InvalidArgumentError(f"convention must be one of {ACTIVATION_CONVENTIONS}, got {convention!r}")
 
 
 def _require_relu(model: nn.Module) -> None:
@@ -66,28 +152,38 @@ def _require_relu(model: nn.Module) -> None:
 
 
 def activation_patterns(
-    model: nn.Module, x: torch.Tensor, *, batchnorm: str = "eval", dtype: torch.dtype | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    batchnorm: str = "batch",
+    dtype: torch.dtype | None = None,
+    convention: str = "trilemma",
 ) -> torch.Tensor:
-    """Binary activation codes of every ``nn.ReLU`` unit (pre-activation ``> 0``).
+    """Binary activation codes of the ``nn.ReLU`` units (pre-activation ``> 0``).
 
     Args:
         model: A network whose nonlinearities are ``nn.ReLU`` modules (never modified).
         x: Inputs ``(n, *)``.
-        batchnorm: ``"eval"`` or ``"batch"`` (see :mod:`trilemma.measures._forward`).
+        batchnorm: One of :data:`~trilemma.measures.BATCHNORM_MODES` (default ``"batch"``:
+            batch statistics, as NASWOT and TE-NAS run a freshly initialized network).
         dtype: Computation dtype (``None``: the model's).
+        convention: Which units, see :data:`ACTIVATION_CONVENTIONS`.
 
     Returns:
-        ``(n, U)`` bool, ``U`` = total number of ReLU units over all calls.
+        ``(n, U)`` bool, ``U`` = total number of hooked units over all calls.
 
     Raises:
-        InvalidArgumentError: The model has no ``nn.ReLU`` (or has other nonlinearities).
+        InvalidArgumentError: The model has no ``nn.ReLU`` (or has other nonlinearities),
+            or an unknown ``convention``.
     """
     _require_relu(model)
+    check_activation_convention(convention)
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] < 1:
         raise InvalidArgumentError(f"x must be a non-empty batch tensor (n, *), got {getattr(x, 'shape', x)!r}")
-    with functional_view(model, feature=lambda m, xx: _preactivations(m, xx)[0], dtype=dtype,
+    with functional_view(model, feature=lambda m, xx: _codes(m, xx, convention), dtype=dtype,
                          batchnorm=batchnorm) as view, torch.no_grad():
-        return view.forward(view.input(x)) > 0
+        codes: torch.Tensor = view.forward(view.input(x))
+        return codes
 
 
 @dataclass(frozen=True)
@@ -127,6 +223,14 @@ def _check_points(points: object, closed: bool) -> torch.Tensor:
     return points
 
 
+def _check_curve_statistics(model: nn.Module, batchnorm: str, statistics_of: torch.Tensor | None) -> None:
+    if couples_samples(model, batchnorm) and statistics_of is None:
+        raise InvalidArgumentError(
+            "the points of a curve are independent samples: with batchnorm='batch' and a model with BatchNorm, "
+            "pass statistics_of=<a batch> (its statistics are held fixed) or use batchnorm='eval'"
+        )
+
+
 def _segments(points: torch.Tensor, closed: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
     p = points.shape[0]
     segs = [(points[i], points[i + 1]) for i in range(p - 1)]
@@ -156,25 +260,32 @@ def count_linear_regions_exact(
     closed: bool = False,
     dtype: torch.dtype | None = torch.float64,
     max_rounds: int = 10_000,
+    batchnorm: str = "batch",
+    statistics_of: torch.Tensor | None = None,
 ) -> CurveRegions:
     """Exact number of linear regions of a ReLU network along a polygonal curve.
 
     Args:
         model: A piecewise-linear network whose only nonlinearities are ``nn.ReLU``
-            modules (linear, convolution, average pooling, BatchNorm in eval mode, skip
-            additions are fine). Evaluated in eval mode; never modified.
+            modules (linear, convolution, average pooling, BatchNorm with fixed statistics,
+            skip additions are fine). Dropout off; never modified.
         points: Vertices ``(p, *input_shape)``; ``p = 2`` is a segment.
         closed: Also join the last vertex to the first.
         dtype: Computation dtype (default float64; the model is not converted).
         max_rounds: Safety cap on refinement rounds (each round resolves at least one more
             layer of the network, so depth + 1 rounds suffice).
+        batchnorm: ``"batch"`` (default): BatchNorm normalizes with the statistics of the
+            batch ``statistics_of``, held fixed along the curve (needed when the model has
+            BatchNorm); ``"eval"``: running statistics; ``"remove"``: no BatchNorm.
+        statistics_of: The batch ``(n, *)`` whose BatchNorm statistics are used.
 
     Returns:
         A :class:`CurveRegions`. Regions are maximal stretches of the curve with a constant
         activation pattern; distinct stretches with equal patterns count separately.
 
     Raises:
-        InvalidArgumentError: Bad points, or a model that is not a ReLU network.
+        InvalidArgumentError: Bad points, a model that is not a ReLU network, or
+            ``batchnorm="batch"`` for a model with BatchNorm without ``statistics_of``.
         MeasureFailedError: The output is not affine between the located breakpoints (a
             nonlinearity invisible to ``nn.ReLU`` hooks), or ``max_rounds`` was reached.
 
@@ -188,10 +299,12 @@ def count_linear_regions_exact(
     """
     _require_relu(model)
     points = _check_points(points, closed)
+    _check_curve_statistics(model, batchnorm, statistics_of)
     patterns: list[torch.Tensor] = []
     breaks: list[torch.Tensor] = []
     rounds_used = 0
-    with functional_view(model, feature=_preactivations, dtype=dtype) as view, torch.no_grad():
+    with functional_view(model, feature=_preactivations, dtype=dtype, batchnorm=batchnorm,
+                         statistics_of=statistics_of) as view, torch.no_grad():
         eps = torch.finfo(view.dtype).eps
         merge = 64 * eps
         rel_tol = 1e3 * eps
@@ -245,6 +358,8 @@ def count_linear_regions_sampled(
     num_samples: int = 10_000,
     closed: bool = False,
     dtype: torch.dtype | None = torch.float64,
+    batchnorm: str = "batch",
+    statistics_of: torch.Tensor | None = None,
 ) -> int:
     """Linear regions along a polygonal curve by dense sampling (a lower bound).
 
@@ -253,7 +368,8 @@ def count_linear_regions_sampled(
     the spacing are missed.
 
     Args:
-        model, points, closed, dtype: As in :func:`count_linear_regions_exact`.
+        model, points, closed, dtype, batchnorm, statistics_of: As in
+            :func:`count_linear_regions_exact`.
         num_samples: Samples per segment.
 
     Returns:
@@ -263,8 +379,10 @@ def count_linear_regions_sampled(
     points = _check_points(points, closed)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise InvalidArgumentError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    _check_curve_statistics(model, batchnorm, statistics_of)
     patterns = []
-    with functional_view(model, feature=_preactivations, dtype=dtype) as view, torch.no_grad():
+    with functional_view(model, feature=_preactivations, dtype=dtype, batchnorm=batchnorm,
+                         statistics_of=statistics_of) as view, torch.no_grad():
         for a, b in _segments(view.input(points), closed):
             t = (torch.arange(num_samples, dtype=view.dtype, device=view.device) + 0.5) / num_samples
             pts = a.reshape(1, -1) + t[:, None] * (b - a).reshape(1, -1)
@@ -282,14 +400,18 @@ def _regions_batch(
     x: torch.Tensor,
     y: torch.Tensor | None = None,
     *,
-    batchnorm: str = "eval",
+    batchnorm: str = "batch",
+    convention: str = "trilemma",
 ) -> MeasureResult:
     """Number of distinct ReLU activation patterns in the batch (TE-NAS, Chen, Gong & Wang 2021).
 
-    At most the batch size; extras: the number of units.
+    At most the batch size. BatchNorm with batch statistics by default (as TE-NAS).
+    ``convention="te-nas"`` codes only ReLUs with 4-D inputs, as TE-NAS's counter (the same
+    units on NAS-Bench-201); see :data:`ACTIVATION_CONVENTIONS`. Extras: the number of units.
     """
-    codes = activation_patterns(model, x, batchnorm=batchnorm)
-    return MeasureResult(float(torch.unique(codes, dim=0).shape[0]), extras={"units": codes.shape[1]})
+    codes = activation_patterns(model, x, batchnorm=batchnorm, convention=convention)
+    return MeasureResult(float(distinct_codes(hamming_similarity(codes), codes.shape[1])),
+                         extras={"units": codes.shape[1]})
 
 
 @register_measure(name="linear_regions_exact", input_kind="segment", axis="expressivity",
@@ -301,16 +423,20 @@ def _regions_exact(
     *,
     vertices: int = 2,
     closed: bool = False,
+    batchnorm: str = "batch",
 ) -> MeasureResult:
     """Exact number of linear regions along the segment (or polygon) through the first inputs.
 
     Serra et al. 2018 / Hanin & Rolnick 2019 count regions along 1-D curves; here every
     breakpoint is located exactly (float64). ``vertices`` first rows of the batch are the
-    polygon's vertices. Extras: the breakpoints.
+    polygon's vertices. BatchNorm (``batchnorm="batch"``) uses the statistics of the whole
+    batch, held fixed along the curve. Extras: the breakpoints.
     """
     if isinstance(vertices, bool) or not isinstance(vertices, int) or vertices < 2:
         raise InvalidArgumentError(f"vertices must be an int >= 2, got {vertices!r}")
     if x.shape[0] < vertices:
         raise InvalidArgumentError(f"vertices={vertices} needs at least that many inputs; got {x.shape[0]}")
-    res = count_linear_regions_exact(model, x[:vertices].to(torch.float64), closed=closed)
+    stats = x.to(torch.float64) if couples_samples(model, batchnorm) else None
+    res = count_linear_regions_exact(model, x[:vertices].to(torch.float64), closed=closed, batchnorm=batchnorm,
+                                     statistics_of=stats)
     return MeasureResult(float(res.count), extras={"breakpoints": res.breakpoints, "rounds": res.rounds})
