@@ -90,7 +90,7 @@ def test_bound_matches_explicit_inverse() -> None:
     assert extras["jitter"] == 0.0
     assert extras["sum_depth"] == net.spec.topology.sum_depth
     assert extras["bound"] == pytest.approx(net.spec.topology.sum_depth * value)
-    res = get_measure("ntk_bound")(net, x, y)
+    res = get_measure("ntk_gen_bound")(net, x, y)
     assert res.value == pytest.approx(value, rel=1e-12)
     scalar = torch.randn(8, dtype=F64)
     s_value, _ = ntk_generalization_bound(net, x, scalar)

@@ -203,7 +203,7 @@ def test_cli_lists_measures(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ntk_lambda_min" in out and "convergence" in out and "curvature" not in out
     args = parser.parse_args(["measures", "--axis", "generalization"])
     assert args.func(args) == 0
-    assert "ntk_bound" in capsys.readouterr().out
+    assert "ntk_gen_bound" in capsys.readouterr().out
     args = parser.parse_args(["measures", "zzz*"])
     assert args.func(args) == 1
 

@@ -61,7 +61,7 @@ def test_measures_task_matches_direct_calls(tmp_path: Path) -> None:
     from trilemma.measures import get_measure
     from trilemma.models import build_model
 
-    names = ["naswot", "ntk_lambda_min", "ntk_bound"]
+    names = ["naswot", "ntk_lambda_min", "ntk_gen_bound"]
     cfg = _study(tmp_path, "me", measures={"names": names, "batch_size": 16, "repeats": 2})
     assert run_study(cfg).complete == len(ARCHS)
     ds = load_dataset("digits", normalize="l2", max_train=256, max_test=128)
@@ -79,8 +79,11 @@ def test_measures_task_matches_direct_calls(tmp_path: Path) -> None:
             assert got[arch][f"{name}_time"] > 0
         assert "ntk_lambda_min_lambda_max" in got[arch]  # scalar extras are kept
     df = load_results(cfg["store"])
-    # the label-aware measure `ntk_bound` does not clobber a theory column of the same name
-    assert {"naswot", "ntk_lambda_min", "ntk_bound", "ntk_bound_std"} <= set(df.columns)
+    assert {"naswot", "ntk_lambda_min", "ntk_gen_bound", "ntk_gen_bound_std"} <= set(df.columns)
+    schema = df.attrs["schema"]  # every measure column carries its measure's registered axis and direction
+    assert schema.get("ntk_gen_bound").directions == {"generalization": False}
+    assert schema.get("ntk_lambda_min").directions == {"convergence": True}
+    assert schema.get("ntk_lambda_min_time").kind == "cost"
 
 
 def test_batched_training_equals_one_by_one(tmp_path: Path) -> None:
@@ -172,3 +175,17 @@ def test_plan_has_one_task_per_arch_kind_dataset_seed() -> None:
     assert kinds.count("measures") == kinds.count("train") == 2 * 541
     assert len(set(k for k, _ in plan.tasks)) == len(plan.tasks)
     assert TaskKey("2_02_002", "theory", "", 0) in dict(plan.tasks)
+
+
+def test_two_producers_of_one_column_are_refused_at_planning(tmp_path: Path) -> None:
+    from trilemma.errors import ConfigError
+    from trilemma.measures import get_measure, register_measure, unregister_measure
+
+    # a plug-in measure named like a theory column: an error at planning, never a silent rename
+    register_measure(get_measure("naswot").fn, name="nngp_bound", axis="convergence", higher_is_better=True)
+    try:
+        cfg = _study(tmp_path, "clash", theory={}, measures={"names": ["nngp_bound"], "batch_size": 16})
+        with pytest.raises(ConfigError, match="column .nngp_bound. is produced twice: by measures .init. and by theory .theory."):
+            plan_study(cfg)
+    finally:
+        unregister_measure("nngp_bound")

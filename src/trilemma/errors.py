@@ -23,6 +23,7 @@ __all__ = [
     "OutputPathError",
     "DataFormatError",
     "SchemaError",
+    "ConformanceError",
     "PluginError",
 ]
 
@@ -99,3 +100,8 @@ class DataFormatError(TrilemmaError, ValueError):
 
 class SchemaError(TrilemmaError, ValueError):
     """A result schema is inconsistent: two producers declare one column name, or a stored schema is unreadable."""
+
+
+class ConformanceError(TrilemmaError, AssertionError):
+    """An extension (measure, space, task kind, executor) breaks the contract its check in
+    :mod:`trilemma.testing` verifies."""

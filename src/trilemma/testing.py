@@ -5,7 +5,10 @@ own test suite, and learns the contract by running it; trilemma's tests run the 
 on everything it registers.
 
 * :func:`check_measure` — a registered measure (or any :class:`~trilemma.measures.Measure`)
-  on a set of small reference models (:func:`reference_models`).
+  on a set of small reference models (:func:`reference_models`);
+* :func:`check_space` — an :class:`~trilemma.spaces.ArchSpace`;
+* :func:`check_task_kind` — a study task kind on a small config;
+* :func:`check_executor` — a registered executor, with the torch-free probe task.
 
 Example:
     >>> from trilemma.testing import check_measure
@@ -17,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import traceback
 from collections.abc import Callable, Sequence
@@ -27,6 +31,7 @@ import torch
 from torch import nn
 
 from trilemma.errors import (
+    ConformanceError,
     InvalidArgumentError,
     InvalidTypeError,
     MeasureFailedError,
@@ -39,13 +44,12 @@ __all__ = [
     "CheckOutcome",
     "ConformanceError",
     "ReferenceModel",
+    "check_executor",
     "check_measure",
+    "check_space",
+    "check_task_kind",
     "reference_models",
 ]
-
-
-class ConformanceError(TrilemmaError, AssertionError):
-    """An extension (measure, space, ...) breaks the contract its conformance check verifies."""
 
 
 @dataclass(frozen=True)
@@ -397,3 +401,243 @@ def _check_one(
         if not math.isclose(cpu, other, rel_tol=1e-5, abs_tol=1e-8):
             raise _fail(m.name, ref.name, f"gives {other} on {dev} but {cpu} on the CPU (float64)")
     return CheckOutcome(ref.name, "passed")
+
+
+# --------------------------------------------------------------------------- spaces
+
+
+def check_space(
+    space: Any,
+    *,
+    in_features: int = 64,
+    num_classes: int = 10,
+    width: int = 8,
+    input_shape: Sequence[int] | None = None,
+    n: int = 3,
+    budget_tolerance: float = 0.05,
+) -> list[str]:
+    """Check an :class:`~trilemma.spaces.ArchSpace` against its contract; raise on the first violation.
+
+    Checks, on the first ``n`` architectures: names are unique canonical strings and a malformed
+    name raises :class:`~trilemma.errors.InvalidSpecError`; ``describe`` returns scalars under the
+    names ``describe_columns`` declares; ``build`` gives a module whose output on a batch is
+    ``(batch, num_classes)`` and finite, and the same seed gives the same weights;
+    ``count_params`` equals the built model's trainable parameters; and for each declared
+    capability: a budget solve lands within ``budget_tolerance``, ``theory`` returns finite
+    values (or ``None``) under the names ``theory_columns`` declares, ``batch_key`` is not
+    ``None``.
+
+    Args:
+        space: The space (an :class:`~trilemma.spaces.ArchSpace`).
+        in_features, num_classes, width: The networks to build.
+        input_shape: One sample's shape (default ``(in_features,)``).
+        n: How many architectures to check.
+        budget_tolerance: Tolerance of the budget check.
+
+    Returns:
+        The names of the checks that ran.
+
+    Raises:
+        ConformanceError: a check failed (the message names the space, architecture and check).
+    """
+    from trilemma._schema import Column
+    from trilemma.errors import InvalidSpecError
+    from trilemma.spaces import CAPABILITIES, ArchSpace, ModelRecipe
+
+    def fail(what: str) -> ConformanceError:
+        return ConformanceError(f"space {getattr(space, 'name', space)!r}: {what}")
+
+    if not isinstance(space, ArchSpace):
+        raise fail(f"is a {type(space).__name__}, not an ArchSpace")
+    done = ["type"]
+    unknown = sorted(set(space.capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise fail(f"declares unknown capabilities {unknown}; known: {list(CAPABILITIES)}")
+    names = space.names()
+    if not names or not all(isinstance(a, str) and a for a in names):
+        raise fail("names() must return a non-empty list of non-empty strings")
+    if len(set(names)) != len(names):
+        raise fail("names() repeats a name")
+    try:
+        space.canonical("\x00 not an architecture \x00")
+    except InvalidSpecError:
+        pass
+    except Exception as err:  # noqa: BLE001 - the contract names the exception type
+        raise fail(f"canonical() of a malformed name raised {type(err).__name__}, not InvalidSpecError") from err
+    else:
+        raise fail("canonical() accepted a malformed name")
+    done.append("names")
+    declared = list(space.describe_columns())
+    if not all(isinstance(c, Column) for c in declared):
+        raise fail("describe_columns() must return Column objects")
+    shape = tuple(input_shape) if input_shape is not None else (in_features,)
+    recipe = ModelRecipe()
+    for arch in names[:n]:
+        if space.canonical(arch) != arch:
+            raise fail(f"names() gives {arch!r}, whose canonical name is {space.canonical(arch)!r}")
+        desc = space.describe(arch)
+        extra = sorted(set(desc) - {c.name for c in declared})
+        if declared and extra:
+            raise fail(f"describe({arch!r}) returns undeclared columns {extra}")
+        bad = [k for k, v in desc.items() if not (v is None or isinstance(v, (bool, int, float, str)))]
+        if bad:
+            raise fail(f"describe({arch!r}) returns non-scalar values for {bad}")
+        kwargs: dict[str, Any] = {"recipe": recipe, "in_features": in_features, "num_classes": num_classes,
+                                  "width": width, "input_shape": shape}
+        model = space.build(arch, seed=0, **kwargs)
+        if not isinstance(model, nn.Module):
+            raise fail(f"build({arch!r}) returned a {type(model).__name__}, not an nn.Module")
+        with torch.no_grad():
+            out = model.eval()(torch.randn(4, *shape, generator=torch.Generator().manual_seed(0)))
+        if tuple(out.shape) != (4, num_classes) or not torch.isfinite(out).all():
+            raise fail(f"build({arch!r}) gives outputs of shape {tuple(out.shape)} (want (4, {num_classes})) "
+                       f"or non-finite values")
+        again = space.build(arch, seed=0, **kwargs)
+        if any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())):
+            raise fail(f"build({arch!r}, seed=0) twice gives different weights")
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        counted = space.count_params(arch, recipe=recipe, in_features=in_features, num_classes=num_classes,
+                                     width=width, input_shape=shape)
+        if counted != trainable:
+            raise fail(f"count_params({arch!r}) = {counted}, but the built model has {trainable} trainable parameters")
+        if "budget" in space.capabilities:
+            target = space.count_params(arch, recipe=recipe, in_features=in_features, num_classes=num_classes,
+                                        width=2 * width, input_shape=shape)
+            w = space.solve_width(arch, target=target, tolerance=budget_tolerance, recipe=recipe,
+                                  in_features=in_features, num_classes=num_classes, input_shape=shape)
+            got = space.count_params(arch, recipe=recipe, in_features=in_features, num_classes=num_classes,
+                                     width=w, input_shape=shape)
+            if abs(got - target) > budget_tolerance * target:
+                raise fail(f"solve_width({arch!r}, target={target}) gives width {w} with {got} parameters")
+        if "closed_form_theory" in space.capabilities:
+            row = space.theory(arch, width=width, in_features=in_features, num_classes=num_classes)
+            cols = {c.name for c in space.theory_columns()}
+            if set(row) - cols:
+                raise fail(f"theory({arch!r}) returns undeclared columns {sorted(set(row) - cols)}")
+            nonfinite = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+            if nonfinite:
+                raise fail(f"theory({arch!r}) returns non-finite values for {nonfinite} (use None)")
+        if "batched_training" in space.capabilities and space.batch_key(arch) is None:
+            raise fail(f"declares batched_training but batch_key({arch!r}) is None")
+    done += ["describe", "build", "seeded build", "count_params"]
+    done += [c for c in ("budget", "closed_form_theory", "batched_training") if c in space.capabilities]
+    return done
+
+
+# --------------------------------------------------------------------------- task kinds
+
+
+def check_task_kind(kind: Any, config: Any, *, n: int = 2) -> list[str]:
+    """Check a :class:`~trilemma.study.TaskKind` on a small study config; raise on the first violation.
+
+    The kind must be registered under its name; the config (a mapping or
+    :class:`~trilemma.study.StudyConfig`) must enable it. Checks: the study plans; the
+    declared columns are :class:`~trilemma._schema.Column` s with unique names; on ``n``
+    architectures ``run`` returns JSON-encodable payloads whose scalar keys are declared
+    (reserved keys aside); ``run_batch`` returns one entry per architecture; the hash of
+    its inputs is stable.
+
+    Returns:
+        The names of the checks that ran.
+
+    Raises:
+        ConformanceError: a check failed.
+    """
+    from trilemma._schema import Column
+    from trilemma.study import TaskKind, TaskOutput, get_task, plan_study
+    from trilemma.study._task_api import RESERVED_KEYS, encode_payload, task_hash
+
+    def fail(what: str) -> ConformanceError:
+        return ConformanceError(f"task kind {getattr(kind, 'name', kind)!r}: {what}")
+
+    if not isinstance(kind, TaskKind):
+        raise fail(f"is a {type(kind).__name__}, not a TaskKind")
+    if get_task(kind.name) is not kind:
+        raise fail("is not the instance registered under its name")
+    plan = plan_study(config)
+    if kind.name not in plan.kinds:
+        raise fail("is not enabled by the config")
+    _, options = plan.kinds[kind.name]
+    ctx = plan.context
+    columns = kind.columns(ctx, options)
+    if not all(isinstance(c, Column) for c in columns):
+        raise fail("columns() must return Column objects")
+    names = [c.name for c in columns]
+    if len(set(names)) != len(names):
+        raise fail(f"columns() repeats a name: {sorted({x for x in names if names.count(x) > 1})}")
+    dataset = plan.config.datasets[0] if kind.uses_data and plan.config.datasets else ""
+    archs = kind.select(options, plan.archs)[:n]
+    for arch in archs:
+        out = kind.run(ctx, arch, dataset, 0, options)
+        payload = out.payload if isinstance(out, TaskOutput) else out
+        try:
+            encode_payload(payload)
+        except TypeError as err:
+            raise fail(f"payload of {arch!r} is not JSON-encodable: {err}") from err
+        undeclared = sorted(k for k, v in payload.items() if k not in RESERVED_KEYS and k not in names
+                            and (v is None or isinstance(v, (bool, int, float, str))))
+        if undeclared:
+            raise fail(f"payload of {arch!r} holds undeclared columns {undeclared}")
+    batch = kind.run_batch(ctx, archs, dataset, 0, options)
+    if len(batch) != len(archs):
+        raise fail(f"run_batch returned {len(batch)} results for {len(archs)} architectures")
+    if task_hash(kind, plan.config, options, dataset) != task_hash(kind, plan.config, options, dataset):
+        raise fail("the hash of its inputs is not stable")
+    return ["registered", "plans", "columns", "run", "run_batch", "hash"]
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def check_executor(name: str, *, n_workers: int = 2, archs: int = 6) -> list[str]:
+    """Check a registered executor with the torch-free ``probe`` task kind; raise on a violation.
+
+    Runs a small study of probe tasks (one planted failure) through the executor: every job
+    must come back exactly once, every task's outcome must be the probe's deterministic value
+    (or ``failed`` for the planted one), and ``on_submit`` must precede each job's outcome.
+
+    Returns:
+        The names of the checks that ran.
+
+    Raises:
+        ConformanceError: a check failed.
+    """
+    import tempfile
+
+    from trilemma.spaces import CellSpec
+    from trilemma.study import Job, make_executor, parse_config
+    from trilemma.study._runner import make_jobs, plan_study
+    from trilemma.study.tasks import ProbeTask
+
+    def fail(what: str) -> ConformanceError:
+        return ConformanceError(f"executor {name!r}: {what}")
+
+    cells = [c.name for c in (CellSpec.from_index(i, 2) for i in range(archs))]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = parse_config({"name": "check", "store": f"{tmp}/s.sqlite", "space": {"nodes": 2, "archs": cells},
+                            "tasks": {"probe": {"values": 2, "fail": [cells[0]]}},
+                            "executor": {"kind": name, "n_workers": n_workers}})
+        plan = plan_study(cfg)
+        ex = make_executor(cfg.executor)
+        jobs = make_jobs(plan, [k for k, _ in plan.tasks], ex.n_workers, ex.threads)
+        submitted: list[Job] = []
+        seen: list[Job] = []
+        with ex:
+            for job, outcomes in ex.run(jobs, on_submit=submitted.append):
+                if job not in submitted:
+                    raise fail(f"yielded job {job.archs} before on_submit was called for it")
+                seen.append(job)
+                if [o.key for o in outcomes] != job.keys():
+                    raise fail(f"outcomes of job {job.archs} do not match its tasks")
+                for o in outcomes:
+                    want = "failed" if o.key.arch == cells[0] else "complete"
+                    if o.status != want:
+                        raise fail(f"task {o.key} ended {o.status!r}, expected {want!r}: {o.error}")
+                    if want == "complete":
+                        payload = json.loads(o.payload or "{}")
+                        expected = ProbeTask.expected(o.key.arch, o.key.dataset, o.key.seed, 2)
+                        if {k: payload[k] for k in expected} != expected:
+                            raise fail(f"task {o.key} returned {payload}, expected {expected}")
+    if sorted(map(repr, seen)) != sorted(map(repr, jobs)):
+        raise fail(f"{len(jobs)} jobs submitted, {len(seen)} distinct jobs yielded")
+    return ["on_submit", "every job once", "outcomes", "failures as outcomes"]

@@ -9,7 +9,7 @@ NaN/inf (:class:`~trilemma.errors.MeasureFailedError`). Families (one module eac
   ``trajectory_growth``, ``linear_regions_batch``, ``linear_regions_exact``;
 * convergence: ``ntk_lambda_min``, ``ntk_lambda_robust``, ``ntk_condition``, ``ntk_trace``,
   ``nngp_lambda_min``, ``nngp_condition``;
-* generalization: ``ntk_bound`` (needs labels);
+* generalization: ``ntk_gen_bound`` (needs labels: the NTK generalization bound sqrt(yᵀΘ⁻¹y/N));
 * baselines: ``naswot``, ``synflow``, ``snip``, ``grasp``, ``grad_norm``, ``fisher``,
   ``jacob_cov``; cost: ``num_params``, ``flops``;
 * capacity of trained networks: ``lipschitz_upper_bound``, ``spectral_complexity``, ... .

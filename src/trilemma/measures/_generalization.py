@@ -141,7 +141,7 @@ def ntk_generalization_bound(
     return value, extras
 
 
-@register_measure(name="ntk_bound", needs_labels=True, axis="generalization", higher_is_better=False)
+@register_measure(name="ntk_gen_bound", needs_labels=True, axis="generalization", higher_is_better=False)
 def _ntk_bound(
     model: nn.Module,
     x: torch.Tensor,
@@ -159,7 +159,7 @@ def _ntk_bound(
     Extras: the jitter added to a singular kernel, and ``Σ_p d_p · value`` for DAG-MLPs.
     """
     if y is None:
-        raise InvalidArgumentError("ntk_bound needs labels y")
+        raise InvalidArgumentError("ntk_gen_bound needs labels y")
     value, extras = ntk_generalization_bound(model, x, y, implementation=implementation, mode=mode,
                                              batchnorm=batchnorm, dtype=dtype)
     return MeasureResult(value=value, extras=extras)

@@ -38,6 +38,7 @@ from trilemma.study._executors import (
     LocalExecutor,
     RayExecutor,
     SerialExecutor,
+    get_executor,
     list_executors,
     make_executor,
     register_executor,
@@ -133,4 +134,5 @@ __all__ = [
     "register_executor",
     "unregister_executor",
     "list_executors",
+    "get_executor",
 ]

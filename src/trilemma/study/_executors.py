@@ -41,6 +41,7 @@ __all__ = [
     "SerialExecutor",
     "cpu_count",
     "default_threads",
+    "get_executor",
     "list_executors",
     "make_executor",
     "register_executor",
@@ -367,6 +368,15 @@ def register_executor(name: str, cls: type[Executor]) -> type[Executor]:
 def unregister_executor(name: str) -> None:
     """Remove an executor (tests and plug-ins that re-register)."""
     _EXECUTORS.unregister(name)
+
+
+def get_executor(name: str) -> type[Executor]:
+    """The executor class registered as ``name``.
+
+    Raises:
+        UnknownNameError: unknown name (the message lists the registered ones).
+    """
+    return _EXECUTORS.get(name)
 
 
 def list_executors() -> list[str]:
