@@ -71,7 +71,7 @@ logger = logging.getLogger("benchmarks.nb201")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-#: Published Kendall τ on all 15,625 cells, CIFAR-10 (SPEC §4).
+#: Published Kendall τ on all 15,625 cells, CIFAR-10 (Chen et al., NeurIPS 2022 and the papers it cites).
 PUBLISHED_TAU = {"#params": 0.58, "synflow": 0.57, "NASWOT": 0.56, "TE-NAS": 0.54, "GradSign": 0.62, "ZiCo": 0.59, "AZ-NAS": 0.74}
 
 @dataclass(frozen=True)

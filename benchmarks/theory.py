@@ -186,7 +186,7 @@ def closing_figures(X: np.ndarray, inputs: str, width: int, seeds: int, thetas: 
         "ntk_bound~mc_ntk_cell_lmin": _tau(rec["ntk_bound"], rec["mc_ntk_cell_lmin"]),
         "ntk_bound_recursion~mc_ntk_cell_lmin": _tau(rec["ntk_bound_recursion"], rec["mc_ntk_cell_lmin"]),
         "exact_ntk_cell_lmin~mc_ntk_cell_lmin": _tau(rec["exact_ntk_cell_lmin"], rec["mc_ntk_cell_lmin"]),
-        # context: SPEC §3 published theory-vs-topology τ (curvature vs P −0.79, NNGP λ_min vs P +0.79, NTK +0.86)
+        # context: the papers' published theory-vs-topology τ (curvature vs P −0.79, NNGP λ_min vs P +0.79, NTK +0.86)
         "mc_length~P": _tau(rec["mc_length"], rec["P"]),
         "mc_nngp_lmin~P": _tau(rec["mc_nngp_lmin"], rec["P"]),
         "mc_ntk_lmin~P": _tau(rec["mc_ntk_lmin"], rec["P"]),

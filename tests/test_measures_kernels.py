@@ -23,7 +23,7 @@ F64 = torch.float64
 
 
 def relu_nngp_map(c: torch.Tensor) -> torch.Tensor:
-    """SPEC §2: f(C) = (sqrt(1 − C²) + (π − arccos C)·C) / π."""
+    """Chen, Huang & Wang 2023, Section 4: f(C) = (sqrt(1 − C²) + (π − arccos C)·C) / π."""
     return (torch.sqrt(1 - c**2) + (math.pi - torch.arccos(c)) * c) / math.pi
 
 

@@ -214,6 +214,7 @@ def test_build_report_for_study_reads_the_study_api(tmp_path, monkeypatch, resul
         return results
 
     fake.load_results = load_results
+    fake.load_curves = lambda study: None
     fake.load_metadata = lambda study: {"config_file": str(study), "wall_time_s": 3.0}
     monkeypatch.setitem(sys.modules, "trilemma.study", fake)
     monkeypatch.setattr("trilemma.study", fake, raising=False)

@@ -1,4 +1,4 @@
-"""Paper facts and input validation for the DAG-cell space (SPEC §1)."""
+"""Paper facts and input validation for the DAG-cell space (Chen, Huang & Wang, AutoML-Conf 2023)."""
 
 from __future__ import annotations
 

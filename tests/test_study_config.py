@@ -143,7 +143,7 @@ def test_filter_on_unknown_column_lists_columns(tmp_path: Path) -> None:
 
 def test_filter_and_sample_select_expected_cells() -> None:
     plan = plan_study({**MINIMAL, "space": {"nodes": 3, "filter": {"trainable": True}}})
-    assert len(plan.archs) == 541  # SPEC §1
+    assert len(plan.archs) == 541  # the papers' 541 trainable cells
     plan = plan_study({**MINIMAL, "space": {"nodes": 3, "filter": {"P": 4, "mean_depth": {"max": 0.25}}}})
     assert plan.archs and all(a.count("1") + a.count("2") > 0 for a in plan.archs)
     from trilemma.spaces import CellSpec

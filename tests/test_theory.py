@@ -1,4 +1,4 @@
-"""Closed-form theory (SPEC §2): ReLU maps, Theorems 4.1/4.4/4.6, the theory table, no-torch import."""
+"""Closed-form theory (Chen, Huang & Wang, AutoML-Conf 2023): ReLU maps, Theorems 4.1/4.4/4.6, the theory table, no-torch import."""
 
 from __future__ import annotations
 

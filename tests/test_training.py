@@ -135,7 +135,7 @@ def test_regression_and_bad_tasks(tmp_path: object) -> None:
 
 # --------------------------------------------------------------------------- curve metrics: references
 def ref_convergence_epoch(losses: list[float], eps: float, window: int, patience: int, min_epoch: int) -> int | None:
-    """Literal reading of SPEC §3 with 1-based epochs, by loops."""
+    """Literal reading of the papers' plateau rule with 1-based epochs, by loops."""
     T = len(losses)
 
     def ma(e: int) -> float:  # moving mean ending at epoch e

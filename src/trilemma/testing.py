@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trilemma._checks import is_int
 from trilemma.errors import (
     ConformanceError,
     InvalidArgumentError,
@@ -327,7 +328,7 @@ def check_measure(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgumentError(f"device {device!r} requested but CUDA is not available")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+    if not is_int(batch_size) or batch_size < 2:
         raise InvalidArgumentError(f"batch_size must be an int >= 2, got {batch_size!r}")
     known = reference_models()
     refs: list[ReferenceModel] = []

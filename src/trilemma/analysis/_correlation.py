@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from trilemma._checks import is_int, is_real
+from trilemma._stats import rank_correlation_value
 from trilemma.analysis._table import check_frame, group_keys, numeric_column, resolve_group_by
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 
@@ -133,11 +135,7 @@ def correlation_sign(x_higher_is_better: bool | None, y_higher_is_better: bool |
 
 
 def _point(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float]:
-    if method == "kendall":
-        res = stats.kendalltau(x, y)
-    else:
-        res = stats.spearmanr(x, y)
-    return float(res.statistic), float(res.pvalue)
+    return rank_correlation_value(x, y, method)
 
 
 # ----------------------------------------------------------------------------- fast paths
@@ -343,11 +341,11 @@ def _check_options(method: object, level: object, n_boot: object, confidence: ob
         raise InvalidArgumentError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if level not in LEVELS:
         raise InvalidArgumentError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+    if not is_int(n_boot) or n_boot < 0:
         raise InvalidArgumentError(f"n_boot must be an int >= 0 (0: no interval), got {n_boot!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+    if not is_real(confidence) or not 0 < confidence < 1:
         raise InvalidArgumentError(f"confidence must be a number strictly between 0 and 1, got {confidence!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_int(seed):
         raise InvalidTypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
 
 

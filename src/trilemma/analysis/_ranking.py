@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from trilemma._checks import is_int
 from trilemma._schema import AXES
 from trilemma.analysis._metrics import AxisSpec, check_axis, default_axes, direction, get_metric, schema_of
 from trilemma.analysis._table import check_frame, numeric_column
@@ -239,7 +240,7 @@ def best_per_axis(
         Long table ``axis, column, rank, arch_col, value`` (``rank`` with the "min" tie
         method, so more than ``k`` rows per axis when the k-th place is tied).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not is_int(k) or k < 1:
         raise InvalidArgumentError(f"k must be an int >= 1, got {k!r}")
     objs = resolve_objectives(df, objectives, higher_is_better)
     _check_arch(df, arch_col)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from trilemma._checks import is_int, is_real
 from trilemma._registry import Registry
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 
@@ -321,7 +322,7 @@ def _subsample(
 ) -> tuple[np.ndarray, np.ndarray]:
     if n is None:
         return x, y
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if not is_int(n) or n < 0:
         raise InvalidArgumentError(f"{what} must be a non-negative int or None, got {n!r}")
     if n > x.shape[0]:
         raise InvalidArgumentError(f"{what}={n} is larger than the {x.shape[0]} samples available")
@@ -391,7 +392,7 @@ def load_dataset(
         raise InvalidArgumentError(
             f"dataset {name!r} has no option(s) {', '.join(map(repr, unknown))}; its options are: {allowed}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_int(seed):
         raise InvalidTypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     if normalize is not None and normalize not in NORMALIZATIONS:
         raise InvalidArgumentError(f"normalize must be one of {NORMALIZATIONS} or None, got {normalize!r}")
@@ -403,7 +404,7 @@ def load_dataset(
                 f"dataset {name!r} has an official train/test split; test_fraction must be None "
                 f"(got {test_fraction!r}); use max_train / max_test to shrink it"
             )
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
+        if not is_real(test_fraction) or not 0 <= test_fraction < 1:
             raise InvalidArgumentError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InvalidTypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")

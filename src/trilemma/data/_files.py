@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from trilemma._refdata import reference_candidates
 from trilemma.data._dataset import RawData, register_dataset
 from trilemma.errors import DataFormatError, DatasetNotFoundError, InvalidArgumentError
 
@@ -419,11 +420,7 @@ def unlabeled_candidates(root: Path, path: str | os.PathLike[str] | None) -> lis
     """Where ``cifar10_unlabeled`` looks, in order."""
     if path is not None:
         return [Path(path).expanduser()]
-    return [
-        root / UNLABELED_FILE,
-        _project_root() / ".." / "shared" / "data" / UNLABELED_FILE,
-        Path.cwd() / ".." / "shared" / "data" / UNLABELED_FILE,
-    ]
+    return [root / UNLABELED_FILE, *(d / UNLABELED_FILE for d in reference_candidates())]
 
 
 @register_dataset(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from trilemma._checks import is_int, is_real
 from trilemma.data._dataset import RawData, register_dataset
 from trilemma.errors import InvalidArgumentError
 
@@ -21,13 +22,13 @@ __all__ = ["tent_map", "sawtooth_target", "hetero1d_noise_std"]
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _non_negative(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+    if not is_real(value) or not np.isfinite(value) or value < 0:
         raise InvalidArgumentError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 

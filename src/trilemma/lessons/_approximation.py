@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError
 from trilemma.lessons._base import Check, LessonOutput, register_lesson
 
@@ -49,7 +50,7 @@ def rectangle_network(num_rectangles: int, ramp: float = 0.01, *, dtype: torch.d
     Raises:
         InvalidArgumentError: ``num_rectangles < 1`` or ``ramp`` not in (0, 1).
     """
-    if isinstance(num_rectangles, bool) or not isinstance(num_rectangles, int) or num_rectangles < 1:
+    if not is_int(num_rectangles) or num_rectangles < 1:
         raise InvalidArgumentError(f"num_rectangles must be a positive int, got {num_rectangles!r}")
     if not 0 < ramp < 1:
         raise InvalidArgumentError(f"ramp must be in (0, 1), got {ramp!r}")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trilemma._checks import is_int
 from trilemma._outputs import check_output_dir, is_store_path
 from trilemma._registry import Registry
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, OutputPathError
@@ -182,7 +183,7 @@ def _limited_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if not is_int(threads) or threads < 1:
         raise InvalidArgumentError(f"threads must be a positive int or None, got {threads!r}")
     import torch
     from threadpoolctl import threadpool_limits

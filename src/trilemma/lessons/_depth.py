@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from trilemma._checks import is_int
 from trilemma.data import sawtooth_target
 from trilemma.errors import InvalidArgumentError
 from trilemma.lessons._approximation import _train
@@ -46,7 +47,7 @@ def tent_network(k: int, *, dtype: torch.dtype = torch.float64) -> nn.Sequential
     Raises:
         InvalidArgumentError: ``k < 1``.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not is_int(k) or k < 1:
         raise InvalidArgumentError(f"k must be a positive int, got {k!r}")
     layers: list[nn.Module] = []
     for _ in range(k):

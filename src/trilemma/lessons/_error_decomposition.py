@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from trilemma._stats import kendall_tau
 from trilemma.errors import InvalidArgumentError
 from trilemma.lessons._base import Check, LessonOutput, register_lesson
 
@@ -154,7 +154,7 @@ def decompose(p: dict[str, Any]) -> pd.DataFrame:
 
 
 def _tau(a: pd.Series, b: pd.Series) -> float:
-    return float(stats.kendalltau(a.to_numpy(), b.to_numpy()).statistic)
+    return kendall_tau(a.to_numpy(), b.to_numpy())
 
 
 @register_lesson(

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from torch import nn
 
+from trilemma._stats import kendall_tau
 from trilemma.data import load_dataset
 from trilemma.errors import InvalidArgumentError
 from trilemma.lessons._base import Check, LessonOutput, register_lesson
@@ -179,7 +179,7 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
             f"{noise.epochs_to_fit:.0f} vs {true.epochs_to_fit:.0f} epochs to {p['fit_acc']:.0%} training accuracy",
         ))
         if len(levels) >= 3:
-            tau = float(stats.kendalltau(t.index.to_numpy(), t.test_acc.to_numpy()).statistic)
+            tau = kendall_tau(t.index.to_numpy(), t.test_acc.to_numpy())
             checks.append(Check(
                 f"{arch}: test accuracy falls as more labels are shuffled",
                 bool(tau <= -0.8),

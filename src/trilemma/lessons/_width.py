@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from trilemma._stats import kendall_tau
 from trilemma.data import load_dataset
 from trilemma.errors import InvalidArgumentError
 from trilemma.lessons._base import Check, LessonOutput, register_lesson
@@ -102,7 +102,7 @@ def _compute(p: dict[str, Any]) -> LessonOutput:
     saturated = [i for i in range(len(tr)) if np.all(tr[i:] >= 0.99)]
     i_sat = saturated[0] if saturated else None
     w_sat = int(table.width.iloc[i_sat]) if i_sat is not None else None
-    tau = float(stats.kendalltau(table.width, te).statistic)
+    tau = kendall_tau(table.width, te)
     one_sample = 1.0 / ds.num_test
     checks = [
         Check(

@@ -1,4 +1,4 @@
-"""Capacity and generalization measures of a (trained) network (SPEC §5).
+"""Capacity and generalization measures of a (trained) network (the lecture's capacity measures: Bartlett, Foster & Telgarsky 2017; Neyshabur et al. 2017; Jiang et al. 2020).
 
 Every measure here is registered in the measure registry (family ``axis="capacity"``)
 and goes through :class:`~trilemma.measures.RegisteredMeasure`'s checked call path;
@@ -57,12 +57,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch import nn
 from torch.nn.grad import conv2d_input
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
+from trilemma._checks import is_int
+from trilemma._stats import rank_correlation_value
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, MeasureFailedError
 from trilemma.measures._base import register_measure
 from trilemma.models import DAGMLP, Scale
@@ -778,7 +779,7 @@ def _check_targets(loss: str, y: torch.Tensor | None, out: torch.Tensor, what: s
 def _check_iteration(tol: float, max_iter: int) -> None:
     if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol > 0):
         raise InvalidArgumentError(f"tol must be a positive number, got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+    if not is_int(max_iter) or max_iter < 1:
         raise InvalidArgumentError(f"max_iter must be a positive int, got {max_iter!r}")
 
 
@@ -995,7 +996,7 @@ def pacbayes_flatness(
     """
     if not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise InvalidArgumentError(f"tolerance must be > 0, got {tolerance!r}")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+    if not is_int(draws) or draws < 1:
         raise InvalidArgumentError(f"draws must be a positive int, got {draws!r}")
     if not 0 < sigma_min < sigma_start < sigma_max:
         raise InvalidArgumentError(
@@ -1176,7 +1177,7 @@ def fit_power_law(
         InvalidArgumentError: Fewer than ``min_tail`` positive samples, or a bad ``xmin``.
         MeasureFailedError: No tail with a finite exponent (all values equal).
     """
-    if isinstance(min_tail, bool) or not isinstance(min_tail, int) or min_tail < 2:
+    if not is_int(min_tail) or min_tail < 2:
         raise InvalidArgumentError(f"min_tail must be an int ≥ 2, got {min_tail!r}")
     x = np.sort(np.asarray(samples, dtype=np.float64).ravel())
     x = x[np.isfinite(x) & (x > 0)]
@@ -1261,8 +1262,7 @@ def heavy_tail_alpha(
 
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    res = stats.kendalltau(a, b)
-    return float(res.statistic), float(res.pvalue)
+    return rank_correlation_value(a, b, "kendall")
 
 
 def correlate_with_gap(

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.func import jacrev, jvp, vmap
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, MeasureFailedError
 from trilemma.measures._base import MeasureResult, register_measure
 from trilemma.measures._forward import Feature, couples_samples, functional_view
@@ -109,7 +110,7 @@ def _circle_setup(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Validated ``(theta, u0, u1, r)`` of the circle (float64)."""
     _check_batch(x)
-    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 4:
+    if not is_int(num_points) or num_points < 4:
         raise InvalidArgumentError(f"num_points must be an int >= 4, got {num_points!r}")
     r = math.sqrt(x[0].numel()) if radius is None else float(radius)
     if not (math.isfinite(r) and r > 0):
@@ -175,7 +176,7 @@ def curvature(
     Args:
         model: Any ``nn.Module`` (dropout off, BatchNorm per ``batchnorm``; never modified).
         x: A batch ``(n, *)`` fixing the input shape (and the plane, see :func:`circle`).
-        num_points: Angles on the circle (SPEC: 128).
+        num_points: Angles on the circle (the papers: 128).
         directions, radius: See :func:`circle`.
         feature: Which representation traces the curve: ``"auto"`` (``model.features``
             for a DAG-MLP, i.e. the cell output; otherwise the input of the last
@@ -253,7 +254,7 @@ def jacobian_norm(
     _check_batch(x)
     if not x.is_floating_point():
         raise InvalidArgumentError(f"jacobian_norm needs floating inputs, got {x.dtype}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if not is_int(chunk_size) or chunk_size < 1:
         raise InvalidArgumentError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     norms = []
     with functional_view(model, feature=feature, dtype=dtype, batchnorm=batchnorm,

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, MeasureFailedError
 from trilemma.measures._forward import couples_samples
 
@@ -130,7 +131,7 @@ def chunked(kernel_fn: Callable[..., torch.Tensor], chunk_size: int) -> Callable
         >>> from trilemma.measures import empirical_ntk  # doctest: +SKIP
         >>> ntk = chunked(empirical_ntk, 32)(model, x)  # doctest: +SKIP
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if not is_int(chunk_size) or chunk_size < 1:
         raise InvalidArgumentError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
 
     @functools.wraps(kernel_fn)

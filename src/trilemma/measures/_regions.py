@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError, MeasureFailedError
 from trilemma.measures._base import MeasureResult, check_requirements, register_measure
 from trilemma.measures._forward import couples_samples, functional_view
@@ -377,7 +378,7 @@ def count_linear_regions_sampled(
     """
     _require_relu(model)
     points = _check_points(points, closed)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    if not is_int(num_samples) or num_samples < 1:
         raise InvalidArgumentError(f"num_samples must be an int >= 1, got {num_samples!r}")
     _check_curve_statistics(model, batchnorm, statistics_of)
     patterns = []
@@ -432,7 +433,7 @@ def _regions_exact(
     polygon's vertices. BatchNorm (``batchnorm="batch"``) uses the statistics of the whole
     batch, held fixed along the curve. Extras: the breakpoints.
     """
-    if isinstance(vertices, bool) or not isinstance(vertices, int) or vertices < 2:
+    if not is_int(vertices) or vertices < 2:
         raise InvalidArgumentError(f"vertices must be an int >= 2, got {vertices!r}")
     if x.shape[0] < vertices:
         raise InvalidArgumentError(f"vertices={vertices} needs at least that many inputs; got {x.shape[0]}")

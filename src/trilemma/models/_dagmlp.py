@@ -1,4 +1,4 @@
-"""The papers' DAG-MLP: flatten → stem → DAG cell → readout (SPEC §1).
+"""The papers' DAG-MLP: flatten → stem → DAG cell → readout (Chen, Huang & Wang, AutoML-Conf 2023).
 
 Two initializations:
 
@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.spaces import CellSpec
 
@@ -104,7 +105,7 @@ class DAGMLP(nn.Module):
             raise InvalidTypeError(f"spec must be a CellSpec or a cell string, got {type(spec).__name__}")
         self.spec = CellSpec.parse(spec) if isinstance(spec, str) else spec
         for name, value in (("in_features", in_features), ("num_classes", num_classes), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
         if init not in INITS:
             raise InvalidArgumentError(f"init must be one of {INITS}, got {init!r}")

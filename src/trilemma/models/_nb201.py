@@ -1,7 +1,7 @@
 """The NAS-Bench-201 macro network (Dong & Yang, "NAS-Bench-201: Extending the Scope of
 Reproducible Neural Architecture Search", ICLR 2020).
 
-Skeleton (SPEC §4)::
+Skeleton (Dong & Yang, ICLR 2020)::
 
     stem: Conv3×3(in → C, no bias) + BN
     N cells at C channels
@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.spaces._nb201 import NB201_EDGES, NB201Spec
 
@@ -184,7 +185,7 @@ class NB201Network(nn.Module):
             raise InvalidTypeError(f"spec must be an NB201Spec or a NAS-Bench-201 cell string, got {type(spec).__name__}")
         self.spec = NB201Spec.parse(spec)
         for name, value in (("C", C), ("N", N), ("num_classes", num_classes), ("in_channels", in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
         self.C, self.N, self.num_classes, self.in_channels = C, N, num_classes, in_channels
         kw = {"device": device, "dtype": dtype}
@@ -261,7 +262,7 @@ def build_nb201(
     """
     if seed is None:
         return NB201Network(spec, C, N, num_classes, in_channels=in_channels, device=device, dtype=dtype)
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise InvalidTypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

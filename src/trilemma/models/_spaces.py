@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from trilemma._checks import is_int
 from trilemma._schema import Column
 from trilemma.errors import InvalidArgumentError
 from trilemma.models._dagmlp import build_model
@@ -51,7 +52,7 @@ class DagSpace(ArchSpace):
     width_knob = "m"
 
     def __init__(self, nodes: int = 3) -> None:
-        if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= 4:
+        if not is_int(nodes) or not 1 <= nodes <= 4:
             raise InvalidArgumentError(
                 f"nodes must be an int in [1, 4] (H = 4 has {num_cells(4):,} cells), got {nodes!r}"
             )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError
 from trilemma.spaces._nb201 import NB201Spec
 
@@ -29,7 +30,7 @@ __all__ = ["MacroConfig", "nb201_params", "nb201_flops", "nb201_live_params", "o
 
 
 def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
     return value
 

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trilemma._checks import is_int
+from trilemma._refdata import ENV_SHARED_DATA, reference_dir, reference_file
 from trilemma.errors import (
-    DatasetNotFoundError,
     InvalidArgumentError,
     InvalidSpecError,
     MissingDependencyError,
@@ -53,7 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ENV_SHARED_DATA = "TRILEMMA_SHARED_DATA"
 ACCURACY_FILE = "nb201_cifar10_val.csv"
 PROXIES_FILE = "nbsz_proxies_cifar10_subset.json"
 IMAGES_FILE = "cifar10_unlabeled_1000.npz"
@@ -68,55 +68,13 @@ CIFAR10_MEAN: tuple[float, float, float] = (125.3 / 255, 123.0 / 255, 113.9 / 25
 CIFAR10_STD: tuple[float, float, float] = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 
 
-def _candidates() -> list[Path]:
-    out = []
-    env = os.environ.get(ENV_SHARED_DATA)
-    if env:
-        out.append(Path(env))
-    package_root = Path(__file__).resolve().parents[3]  # <root>/src/trilemma/nb201/_data.py
-    if (package_root / "pyproject.toml").is_file():
-        out.append(package_root.parent / "shared" / "data")
-    out.append(Path.cwd().parent / "shared" / "data")
-    return out
-
-
 def shared_data_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The reference-data folder (see the module docstring for the search order).
-
-    Args:
-        path: An explicit folder; returned as is if given.
-
-    Returns:
-        The first candidate folder that exists.
-
-    Raises:
-        DatasetNotFoundError: no candidate exists; the message lists the places tried.
-    """
-    if path is not None:
-        return Path(path)
-    tried = _candidates()
-    for cand in tried:
-        if cand.is_dir():
-            return cand
-    raise DatasetNotFoundError(
-        "the shared reference-data folder was not found; looked in "
-        + ", ".join(str(p) for p in tried)
-        + f". Set ${ENV_SHARED_DATA} or pass path=..."
-    )
+    """The reference-data folder (:func:`trilemma._refdata.reference_dir`)."""
+    return reference_dir(path)
 
 
 def _file(name: str, path: str | os.PathLike[str] | None) -> Path:
-    """Resolve ``path`` (a file or a folder holding ``name``) or the default folder's ``name``."""
-    if path is not None:
-        p = Path(path)
-        p = p / name if p.is_dir() else p
-    else:
-        p = shared_data_dir() / name
-    if not p.is_file():
-        raise DatasetNotFoundError(
-            f"{name} not found at {p}; pass path=... (the file or its folder) or set ${ENV_SHARED_DATA}"
-        )
-    return p
+    return reference_file(name, path)
 
 
 def _parse_archs(archs: Sequence[str], source: Path) -> np.ndarray:
@@ -224,7 +182,7 @@ def load_cifar10_images(
     if images.ndim != 4 or images.shape[-1] != 3:
         raise InvalidArgumentError(f"{p}: expected images of shape (n, h, w, 3), got {images.shape}")
     if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(images):
+        if not is_int(n) or not 1 <= n <= len(images):
             raise InvalidArgumentError(f"n must be an int in 1..{len(images)}, got {n!r}")
         images = images[:n]
     x = images.transpose(0, 3, 1, 2).astype(np.float32)

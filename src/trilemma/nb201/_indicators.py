@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trilemma._checks import is_int, is_real
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.nb201._cost import MacroConfig, nb201_flops, nb201_live_params, nb201_params, vector_costs
 from trilemma.spaces._nb201 import (
@@ -157,7 +158,7 @@ def cells_to_codes(cells: Iterable[NB201Spec | str | int] | None) -> np.ndarray:
 
 
 def _check_corr(corr: float) -> float:
-    if isinstance(corr, bool) or not isinstance(corr, (int, float)) or not -1.0 <= float(corr) < 1.0:
+    if not is_real(corr) or not -1.0 <= float(corr) < 1.0:
         raise InvalidArgumentError(
             f"corr must be a correlation in [-1, 1) (corr = 1 means identical inputs, where every bound is 0), got {corr!r}"
         )
@@ -165,7 +166,7 @@ def _check_corr(corr: float) -> float:
 
 
 def _check_width(width: int) -> int:
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    if not is_int(width) or width < 1:
         raise InvalidArgumentError(f"width must be a positive int, got {width!r}")
     return width
 
@@ -404,7 +405,7 @@ def _resolve_axes(axes: AxesLike | None) -> list[tuple[str, int, float]]:
         weight = item[2] if len(item) == 3 else 1.0
         if direction not in (1, -1) or isinstance(direction, bool):
             raise InvalidArgumentError(f"direction of {col!r} must be +1 or -1, got {direction!r}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight <= 0:
+        if not is_real(weight) or not np.isfinite(weight) or weight <= 0:
             raise InvalidArgumentError(f"weight of {col!r} must be a finite number > 0, got {weight!r}")
         out.append((col, int(direction), float(weight)))
     return out
@@ -430,10 +431,10 @@ def combined_indicator(
       ICML 2021; measured at init) — the spectrum of the correlation matrix of the input
       Jacobians of a batch: decorrelated Jacobians mean a better-conditioned Gram ``J Jᵀ``
       (the input-gradient analogue of the NTK Gram), i.e. faster gradient descent (the
-      λ_min convergence theory of SPEC §2); on the sample it orders cells within a
+      λ_min convergence theory of Chen, Huang & Wang 2023, Theorem 4.3); on the sample it orders cells within a
       ``conv_score`` level better than the measured NTK/NNGP spectra;
     * generalization: ``live_params`` (closed form) — over-parameterized networks generalize
-      better (SPEC §5), parameters off every input→output path do not count.
+      better (the lecture's width sweep), parameters off every input→output path do not count.
 
     The two last axes get weight :data:`SECONDARY_WEIGHT` = 0.03 (so the score is, in effect,
     ``conv_score`` with ties and near-ties ordered by the other two axes). **Disclosure:** the

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trilemma._checks import is_int, is_real
 from trilemma.errors import InvalidArgumentError
 
 __all__ = ["CentreFilter", "centre_filter", "SearchResult", "simulate_search", "search_table"]
@@ -73,7 +74,7 @@ def centre_filter(
     Raises:
         InvalidArgumentError: ``fraction`` outside (0, 1], a missing column or an empty table.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+    if not is_real(fraction) or not 0 < fraction <= 1:
         raise InvalidArgumentError(f"fraction must be in (0, 1], got {fraction!r}")
     ref = table if reference is None else reference
     for name, df in (("table", table), ("reference", ref)):
@@ -155,7 +156,7 @@ def simulate_search(
     if np.isnan(scores).any():
         raise InvalidArgumentError(f"scores contain {int(np.isnan(scores).sum())} NaN value(s)")
     for name, v in (("sample_size", sample_size), ("repeats", repeats)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if not is_int(v) or v < 1:
             raise InvalidArgumentError(f"{name} must be a positive int, got {v!r}")
     if sample_size > n:
         raise InvalidArgumentError(f"sample_size={sample_size} exceeds the {n} available cells")

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from trilemma._checks import is_int
 from trilemma._schema import Column
 from trilemma.errors import InvalidArgumentError
 from trilemma.nb201._cost import MacroConfig, nb201_params
@@ -61,7 +62,7 @@ class NB201Space(ArchSpace):
     width_knob = "C"
 
     def __init__(self, N: int = 5, corr: float = 0.5, filter_fraction: float = 0.5) -> None:
-        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+        if not is_int(N) or N < 1:
             raise InvalidArgumentError(f"N must be a positive int, got {N!r}")
         self.name = "nb201"
         self.N = N

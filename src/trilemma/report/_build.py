@@ -252,9 +252,8 @@ def build_report_for_study(
 ) -> ReportPaths:
     """Build the report of a study run by ``trilemma run``.
 
-    Reads the study through ``trilemma.study``: ``load_results(study)`` (required) and, when
-    that module provides them, ``load_curves(study)`` (long curves table) and
-    ``load_metadata(study)`` (what was run).
+    Reads the study's store through ``trilemma.study`` (``load_results``, ``load_curves``,
+    ``load_metadata``); no code named by the store is run.
 
     Args:
         study: The study's TOML config, its store, or its name in ``runs/``.
@@ -263,15 +262,14 @@ def build_report_for_study(
         **options: Passed to :func:`build_report`.
 
     Raises:
-        InvalidArgumentError: ``trilemma.study`` is not installed in this build.
+        StoreError: no store, or an unreadable one.
+        OutputPathError: ``out_dir`` is a store, a file, or a folder of something else.
     """
-    try:
-        from trilemma import study as study_api
-    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the build
-        raise InvalidArgumentError(f"building a report from a study needs trilemma.study, which is missing: {exc}") from exc
+    from trilemma import study as study_api
+
     results = study_api.load_results(study)
-    curves = study_api.load_curves(study) if hasattr(study_api, "load_curves") else None
-    metadata = dict(study_api.load_metadata(study)) if hasattr(study_api, "load_metadata") else {}
+    curves = study_api.load_curves(study)
+    metadata = dict(study_api.load_metadata(study))
     if not metadata.get("study"):
         metadata["study"] = Path(study).stem
     config = metadata.get("config") if isinstance(metadata.get("config"), Mapping) else {}

@@ -1,6 +1,6 @@
 """Exact parameter counts of the DAG-MLP and the width that meets a parameter budget.
 
-The network (SPEC §1) is flatten → stem ``Linear(in, m)`` [+ BatchNorm] + ReLU → cell (each
+The network (Chen, Huang & Wang, AutoML-Conf 2023) is flatten → stem ``Linear(in, m)`` [+ BatchNorm] + ReLU → cell (each
 linear edge ``Linear(m, m)`` [+ BatchNorm] + ReLU) → readout ``Linear(m, classes)``.
 BatchNorm contributes ``2m`` parameters (weight and bias; running statistics are buffers).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from trilemma._checks import is_int
 from trilemma.errors import BudgetError, InvalidArgumentError
 from trilemma.spaces._dag import CellSpec
 
@@ -17,7 +18,7 @@ __all__ = ["count_params", "solve_width", "WidthSolution"]
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
     return value
 

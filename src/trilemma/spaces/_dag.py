@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidSpecError, InvalidTypeError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def num_cells(nodes: int) -> int:
 
 
 def _check_nodes(nodes: object) -> int:
-    if isinstance(nodes, bool) or not isinstance(nodes, int):
+    if not is_int(nodes):
         raise InvalidTypeError(f"nodes (H) must be an int >= 1, got {type(nodes).__name__} {nodes!r}")
     if not 1 <= nodes <= MAX_NODES:
         raise InvalidArgumentError(f"nodes (H) must be between 1 and {MAX_NODES}, got {nodes}")
@@ -75,7 +76,7 @@ class CellSpec:
                     f"node {t} must list {t} edge op(s) (one per node 0..{t - 1}), got {len(group)}: {group!r}"
                 )
             for op in group:
-                if isinstance(op, bool) or not isinstance(op, int) or op not in OPS:
+                if not is_int(op) or op not in OPS:
                     raise InvalidSpecError(
                         f"edge ops must be 0 (zero), 1 (skip) or 2 (linear), got {op!r} at node {t}"
                     )
@@ -136,7 +137,7 @@ class CellSpec:
         """The cell whose digits, read in string order, form ``index`` in base 3."""
         _check_nodes(nodes)
         total = num_cells(nodes)
-        if isinstance(index, bool) or not isinstance(index, int):
+        if not is_int(index):
             raise InvalidTypeError(f"index must be an int, got {type(index).__name__} {index!r}")
         if not 0 <= index < total:
             raise InvalidArgumentError(f"index must be in [0, {total}) for H={nodes}, got {index}")
@@ -228,7 +229,7 @@ def sample_cells(n: int, nodes: int = 3, seed: int = 0, replace: bool = False) -
         InvalidArgumentError: ``n`` is negative, or larger than the space without replacement.
     """
     total = num_cells(nodes)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if not is_int(n) or n < 0:
         raise InvalidArgumentError(f"n must be a non-negative int, got {n!r}")
     if not replace and n > total:
         raise InvalidArgumentError(f"cannot draw {n} distinct cells from a space of {total} (H={nodes})")

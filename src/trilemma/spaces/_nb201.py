@@ -45,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidSpecError, InvalidTypeError
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ class NB201Spec:
             InvalidTypeError: ``index`` is not an int.
             InvalidArgumentError: ``index`` is outside ``[0, 15625)``.
         """
-        if isinstance(index, bool) or not isinstance(index, int):
+        if not is_int(index):
             raise InvalidTypeError(f"index must be an int, got {type(index).__name__} {index!r}")
         if not 0 <= index < NUM_NB201_CELLS:
             raise InvalidArgumentError(f"index must be in [0, {NUM_NB201_CELLS}) for NAS-Bench-201, got {index}")
@@ -218,7 +219,7 @@ class NB201Spec:
         if len(codes) != len(NB201_EDGES):
             raise InvalidSpecError(f"a NAS-Bench-201 cell needs {len(NB201_EDGES)} op codes, got {len(codes)}: {codes!r}")
         for k, c in enumerate(codes):
-            if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < len(NB201_OPS):
+            if not is_int(c) or not 0 <= c < len(NB201_OPS):
                 raise InvalidSpecError(
                     f"op code at edge position {k} must be an int in 0..{len(NB201_OPS) - 1} "
                     f"({', '.join(f'{i}={o}' for i, o in enumerate(NB201_OPS))}), got {c!r}"
@@ -303,7 +304,7 @@ class NB201Spec:
         return NB201Spec(tuple(op if live else "none" for op, live in zip(self.ops, self.live_edges)))
 
     def dag_skeleton(self) -> CellSpec:
-        """The DAG-cell skeleton (SPEC §1) with the same paths and path depths.
+        """The DAG-cell skeleton (the papers' DAG-cell space) with the same paths and path depths.
 
         ``none`` → 0 (zero), ``skip_connect`` and ``avg_pool_3x3`` → 1 (parameter-free),
         convolutions → 2 (a parameterized layer), edge for edge. The skeleton's topology equals
@@ -498,7 +499,7 @@ def sample_nb201(n: int, seed: int = 0, replace: bool = False, unique: bool = Fa
     Raises:
         InvalidArgumentError: ``n`` is negative, or larger than the pool without replacement.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if not is_int(n) or n < 0:
         raise InvalidArgumentError(f"n must be a non-negative int, got {n!r}")
     pool = [s.index for s in unique_nb201_cells()] if unique else range(NUM_NB201_CELLS)
     if not replace and n > len(pool):

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trilemma._checks import is_int, is_real
 from trilemma._registry import Registry
 from trilemma._schema import Column
 from trilemma.errors import BudgetError, InvalidArgumentError, InvalidSpecError
@@ -136,7 +137,7 @@ class ArchSpace(abc.ABC):
             InvalidArgumentError: ``n`` is not in ``[1, size of the space]``.
         """
         names = self.names()
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(names):
+        if not is_int(n) or not 1 <= n <= len(names):
             raise InvalidArgumentError(f"n must be an int in [1, {len(names)}], got {n!r}")
         picked = set(random.Random(seed).sample(range(len(names)), n))
         return [a for i, a in enumerate(names) if i in picked]
@@ -233,9 +234,9 @@ def solve_width_by_bisection(count: Callable[[int], int], target: int, tolerance
         InvalidArgumentError: a bad ``target`` or ``tolerance``.
         BudgetError: the closest width is further than ``tolerance`` from the target.
     """
-    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+    if not is_int(target) or target < 1:
         raise InvalidArgumentError(f"target must be a positive int, got {target!r}")
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
+    if not is_real(tolerance) or not 0 <= tolerance < 1:
         raise InvalidArgumentError(f"tolerance must be a number in [0, 1), got {tolerance!r}")
     lo, hi = min_width, min_width
     while count(hi) < target and hi < max_width:

@@ -40,7 +40,7 @@ A study file looks like (every section but ``name`` and ``[space]`` is optional)
     epochs = 60
     lr = 0.2
     batched = true
-    [training.metrics]               # SPEC §3 curve metrics
+    [training.metrics]               # the papers' curve metrics
     eps = 5e-3
     [tasks.probe]                    # a plug-in task kind, by its registered name
     [analysis]                       # how the report reads the results (optional)
@@ -73,6 +73,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trilemma._checks import is_real
 from trilemma.errors import ConfigError
 from trilemma.spaces import ModelRecipe
 
@@ -126,7 +127,7 @@ def _check_filter_value(value: Any) -> Any:
             )
         for bound in ("min", "max"):
             b = value.get(bound)
-            if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))):
+            if b is not None and (not is_real(b)):
                 raise ValueError(f"{bound} must be a number, got {b!r}")
         if "min" in value and "max" in value and value["min"] > value["max"]:
             raise ValueError(f"min ({value['min']}) must not exceed max ({value['max']})")
@@ -293,7 +294,7 @@ class MeasuresConfig(_Section):
 
 
 class ConvergenceConfig(_Section):
-    """Options of the curve metrics (SPEC §3, ``trilemma.training.curve_metrics``).
+    """Options of the curve metrics (Chen, Huang & Wang, AutoML-Conf 2023, appendix A; ``trilemma.training.curve_metrics``).
 
     ``None`` keeps the training module's default.
 

@@ -7,16 +7,15 @@ For ``z ~ N(0, Σ)`` with unit variances and correlation ``C``,
 
 the degree-1 arc-cosine kernel of Cho & Saul (2009, "Kernel methods for deep learning") in the
 correlation form used by Poole et al. (2016, "Exponential expressivity in deep neural networks
-through transient chaos") and by Chen, Huang & Wang (AutoML-Conf 2023, SPEC §2). ``f(1) = 1`` (a
+through transient chaos") and by Chen, Huang & Wang (AutoML-Conf 2023, Section 4). ``f(1) = 1`` (a
 ReLU layer with c_σ = 2 keeps the variance), ``f(0) = 1/π``, ``f(−1) = 0``, ``ḟ = df/dC``.
 """
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError
 from trilemma.theory._validate import as_correlation, as_gram
 
@@ -72,7 +71,7 @@ def fdot(C: float | np.ndarray) -> float | np.ndarray:
 
 
 def _check_depth(d: object) -> int:
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or int(d) < 0:
+    if not is_int(d) or int(d) < 0:
         raise InvalidArgumentError(f"d (the number of compositions) must be an int >= 0, got {d!r}")
     return int(d)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.spaces import CellSpec
 from trilemma.theory._validate import as_spec, as_width
@@ -155,7 +156,7 @@ def great_circle(in_features: int, thetas: int, seed: int = 0) -> tuple[np.ndarr
     """
     if in_features < 2:
         raise InvalidArgumentError(f"a great circle needs in_features >= 2, got {in_features}")
-    if isinstance(thetas, bool) or not isinstance(thetas, numbers.Integral) or thetas < 1:
+    if not is_int(thetas) or thetas < 1:
         raise InvalidArgumentError(f"thetas must be a positive int, got {thetas!r}")
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((in_features, 2)))
     u0, u1 = q[:, 0], q[:, 1]
@@ -255,7 +256,7 @@ def monte_carlo(
         raise InvalidArgumentError(f"X must be a finite array of shape (n, N0, ...) with n >= 1, got shape {arr.shape}")
     Xf = arr.reshape(arr.shape[0], -1)
     n, n0 = Xf.shape
-    if isinstance(thetas, bool) or not isinstance(thetas, numbers.Integral) or thetas < 0:
+    if not is_int(thetas) or thetas < 0:
         raise InvalidArgumentError(f"thetas must be an int >= 0, got {thetas!r}")
     circle = great_circle(n0, int(thetas), circle_seed) if thetas else None
 

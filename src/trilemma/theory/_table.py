@@ -4,7 +4,7 @@
 :mod:`trilemma.theory._bounds`); :func:`theory_table` is the fast path for a whole space: it
 precomputes ``f^d(C)`` and the Theorem 4.6 sums for ``d = 0..max depth`` once and forms every
 path sum as a product of the ``(cells, depths)`` count matrix with those tables. The two agree
-(``tests/test_theory_table.py``).
+(``tests/test_theory.py``).
 
 Undefined values are ``None`` in :func:`theory_row` and ``<NA>`` (pandas nullable ``Float64``) in
 :func:`theory_table`, never a silent NaN:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.spaces import CellSpec
 
@@ -37,7 +36,7 @@ def as_spec(spec: object) -> CellSpec:
 
 def as_width(width: object, name: str = "width") -> int:
     """A positive int width."""
-    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or int(width) < 1:
+    if not is_int(width) or int(width) < 1:
         raise InvalidArgumentError(f"{name} must be a positive int, got {width!r}")
     return int(width)
 

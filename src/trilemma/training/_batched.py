@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.spaces import LINEAR, SKIP, CellSpec
 from trilemma.training._config import (
@@ -794,7 +795,7 @@ def _seeds(seeds: int | Sequence[int] | None, M: int, default: int) -> list[int]
     else:
         raise InvalidTypeError(f"seeds must be an int, a sequence of ints or None, got {type(seeds).__name__}")
     for s in out:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+        if not is_int(s) or s < 0:
             raise InvalidArgumentError(f"every seed must be an int >= 0, got {s!r}")
     return out
 
@@ -877,9 +878,9 @@ def train_batched(
     loss_name = config.resolved_loss(dataset.task)
     M = len(parsed)
     seed_list = _seeds(seeds, M, config.seed)
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+    if chunk_size is not None and (not is_int(chunk_size) or chunk_size < 1):
         raise InvalidArgumentError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+    if workers is not None and (not is_int(workers) or workers < 1):
         raise InvalidArgumentError(f"workers must be a positive int or None, got {workers!r}")
     device = resolve_device(config.device)
     dtype = config.torch_dtype or torch.float32

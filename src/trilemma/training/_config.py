@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from trilemma._checks import is_int, is_real
 from trilemma.errors import ConfigError, InvalidArgumentError, InvalidTypeError
 
 __all__ = [
@@ -40,7 +41,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise InvalidTypeError(f"TrainConfig.{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise InvalidArgumentError(f"TrainConfig.{name} must be >= {minimum}, got {value}")
@@ -48,7 +49,7 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 def _check_float(name: str, value: object, lo: float, hi: float = math.inf, *, lo_open: bool = False,
                  hi_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise InvalidTypeError(f"TrainConfig.{name} must be a number, got {type(value).__name__} {value!r}")
     ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:

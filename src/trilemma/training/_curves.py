@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from trilemma._checks import is_int, is_real
 from trilemma.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ _NAME = re.compile(r"^(epochs|steps)_to_(\d+)(?:p(\d+))?$")
 
 
 def _threshold(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+    if not is_real(value) or not (
         math.isfinite(value) and 0 <= value <= 1
     ):
         raise InvalidArgumentError(f"threshold must be a number in [0, 1], got {value!r}")
@@ -138,7 +139,7 @@ def _curve(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int(value) or value < 1:
         raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
     return int(value)
 
@@ -429,7 +430,7 @@ def count_ties(values: Iterable[float | int | None]) -> Ties:
         if v is None:
             missing += 1
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        if not is_real(v):
             raise InvalidArgumentError(f"values must be numbers or None, got {type(v).__name__} {v!r}")
         if not math.isfinite(v):
             raise InvalidArgumentError(f"values must be finite or None, got {v!r}")
