@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trilemma._outputs import GENERATOR_MARK
-from trilemma.lessons._base import LessonResult
+from trilemma.lessons._results import LessonResult
 
 __all__ = ["render_index"]
 

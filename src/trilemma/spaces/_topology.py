@@ -11,12 +11,20 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from trilemma._schema import Column
 
-if TYPE_CHECKING:
-    from trilemma.spaces._dag import CellSpec
+
+class CellOps(Protocol):
+    """What the topology of a cell needs: H and the ops of node ``t`` from nodes ``0..t-1``
+    (``0`` zero, ``1`` skip, ``2`` linear; :class:`~trilemma.spaces.CellSpec` has both)."""
+
+    @property
+    def nodes(self) -> int: ...
+
+    @property
+    def ops(self) -> tuple[tuple[int, ...], ...]: ...
 
 __all__ = ["DAG_TOPOLOGY_COLUMNS", "Topology", "topology", "path_depth_counts", "enumerate_paths"]
 
@@ -121,7 +129,7 @@ class Topology:
         }
 
 
-def path_depth_counts(spec: CellSpec) -> dict[int, int]:
+def path_depth_counts(spec: CellOps) -> dict[int, int]:
     """``{d: number of paths 0→H with d linear edges}`` by dynamic programming (no enumeration)."""
     H = spec.nodes
     counts: list[Counter[int]] = [Counter() for _ in range(H + 1)]
@@ -137,7 +145,7 @@ def path_depth_counts(spec: CellSpec) -> dict[int, int]:
     return dict(sorted(counts[H].items()))
 
 
-def enumerate_paths(spec: CellSpec, limit: int = MAX_ENUMERATED_PATHS) -> list[tuple[tuple[int, ...], int]]:
+def enumerate_paths(spec: CellOps, limit: int = MAX_ENUMERATED_PATHS) -> list[tuple[tuple[int, ...], int]]:
     """Every path 0→H as ``(node sequence, depth)``, depth-first with successors in increasing order."""
     H = spec.nodes
     out: list[tuple[tuple[int, ...], int]] = []
@@ -158,7 +166,7 @@ def enumerate_paths(spec: CellSpec, limit: int = MAX_ENUMERATED_PATHS) -> list[t
 
 
 @functools.lru_cache(maxsize=65536)
-def topology(spec: CellSpec) -> Topology:
+def topology(spec: CellOps) -> Topology:
     """The :class:`Topology` of ``spec`` (cached)."""
     counts = path_depth_counts(spec)
     P = sum(counts.values())
@@ -167,7 +175,7 @@ def topology(spec: CellSpec) -> Topology:
         num_paths=P,
         depth_counts=tuple(counts.items()),
         depths=depths,
-        num_linear=spec.num_linear,
+        num_linear=sum(op == 2 for row in spec.ops for op in row),
     )
 
 
