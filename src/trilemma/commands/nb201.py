@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from trilemma._outputs import check_output_file
 from trilemma.errors import InvalidArgumentError
@@ -77,6 +78,7 @@ def _table(args: argparse.Namespace):  # -> pandas.DataFrame
     full = closed_form_table(None, config=config, corr=args.corr, width=args.width, combined=False)
     _check_table_options(args, set(full.columns))
     if args.combined != "none":
+        axes: Any
         if args.combined == "default":
             axes = CLOSED_FORM_COMBINED
         elif args.combined in COMBINED_VARIANTS:

@@ -80,7 +80,7 @@ class _RichProgress:
 
     def __call__(self, p: Any) -> None:
         counts = f"[green]{p.complete}✓[/] [yellow]{p.diverged}↯[/] [red]{p.failed}✗[/]"
-        fields = {"rate": f"{p.rate:.2f}/s", "counts": counts, "eta": _fmt_seconds(p.eta)}
+        fields: dict[str, Any] = {"rate": f"{p.rate:.2f}/s", "counts": counts, "eta": _fmt_seconds(p.eta)}
         if self._task is None:
             self._bar.start()
             self._task = self._bar.add_task("tasks", total=max(p.queued, 1), **fields)
@@ -146,9 +146,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
                       f"`trilemma run` resumes them", markup=False)
     if st.stale:
         console.print(f"{st.stale} row(s) of an older config are hidden (--include-stale shows them)", markup=False)
-    for key in ("last_run_started", "last_run_finished", "trilemma_version"):
-        if key in st.meta:
-            console.print(f"{key.replace('_', ' ')}: {st.meta[key]}", markup=False)
+    for meta_key in ("last_run_started", "last_run_finished", "trilemma_version"):
+        if meta_key in st.meta:
+            console.print(f"{meta_key.replace('_', ' ')}: {st.meta[meta_key]}", markup=False)
     return 0
 
 
@@ -160,7 +160,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``run``, ``status`` and ``export`` to the ``trilemma`` command line."""
     study_help = "a study .toml, a store .sqlite, or a study name in runs/"
 

@@ -6,6 +6,7 @@ import logging
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -126,7 +127,7 @@ def headline_table(agreement: pd.DataFrame, ground_truth: Mapping[str, str]) -> 
     sel = ken[has_paper | is_gt]
     rows = []
     for (axis, y, x), g in sel.groupby(["axis", "y", "x"], sort=False):
-        row: dict[str, object] = {"axis": axis, "quantity": y, "kind": g["y_kind"].iloc[0], "versus": x}
+        row: dict[str, Any] = {"axis": axis, "quantity": y, "kind": g["y_kind"].iloc[0], "versus": x}
         for level, key in (("architecture", "arch"), ("group", "group")):
             r = g[g["level"] == level]
             if len(r):
@@ -138,8 +139,9 @@ def headline_table(agreement: pd.DataFrame, ground_truth: Mapping[str, str]) -> 
                 row.update({f"tau_{key}": np.nan, f"tau_{key}_low": np.nan, f"tau_{key}_high": np.nan, f"n_{key}": 0})
         for p in papers:
             row[p] = float(g[p].iloc[0])
-            row[f"sign{p[len('paper'):]}"] = sign_agreement(row.get("tau_group", np.nan), row[p])
-            row[f"sign_arch{p[len('paper'):]}"] = sign_agreement(row.get("tau_arch", np.nan), row[p])
+            value = float(g[p].iloc[0])
+            row[f"sign{p[len('paper'):]}"] = sign_agreement(float(row.get("tau_group", np.nan)), value)
+            row[f"sign_arch{p[len('paper'):]}"] = sign_agreement(float(row.get("tau_arch", np.nan)), value)
         rows.append(row)
     signs = [f"sign{p[len('paper'):]}" for p in papers] + [f"sign_arch{p[len('paper'):]}" for p in papers]
     out = pd.DataFrame(rows, columns=[*_HEADLINE_BASE, *papers, *signs])
@@ -432,9 +434,9 @@ def report_data(
         except TrilemmaError as exc:
             notes.append(f"training curves not shown: {exc}")
         else:
-            missing = [a.champion for a in v.axes if a.champion not in cd.roles]
-            if missing:
-                notes.append(f"no training curve for winner(s) {', '.join(missing)}")
+            no_curve = [a.champion for a in v.axes if a.champion not in cd.roles]
+            if no_curve:
+                notes.append(f"no training curve for winner(s) {', '.join(no_curve)}")
     pareto = pareto_data(ranks, v, arch_col=arch_col) if v is not None and len(objs) >= 2 else None
     if v is not None:
         table = df.merge(ranks[[arch_col, *[f"rank_{o.axis}" for o in objs], "rank_sum"]], on=arch_col, how="left")
