@@ -277,6 +277,25 @@ def _one_dataset(
     return results, curves, dataset
 
 
+def _budget_note(df: pd.DataFrame, metadata: Mapping[str, object]) -> list[str]:
+    """How closely the architectures met a study's parameter budget (when it had one)."""
+    config = metadata.get("config")
+    model = config.get("model") if isinstance(config, Mapping) else None
+    budget = model.get("param_budget") if isinstance(model, Mapping) else None
+    if not budget or "params" not in df.columns:
+        return []
+    params = numeric_column(df, "params")
+    ok = np.isfinite(params)
+    if not ok.any():
+        return [f"parameter budget {budget:,}: no architecture reports its parameter count"]
+    err = np.abs(params[ok] - float(budget)) / float(budget)
+    tol = model.get("budget_tolerance") if isinstance(model, Mapping) else None
+    within = f"; all within the tolerance {float(tol):.1%}" if tol is not None and (err <= float(tol) + 1e-12).all() \
+        else ""
+    return [f"parameter budget {budget:,}: {int(ok.sum())} architectures have {int(params[ok].min()):,}–"
+            f"{int(params[ok].max()):,} parameters (largest deviation {err.max():.2%}){within}"]
+
+
 def _first_axis(column: str, schema: ResultSchema | None = None) -> str | None:
     for axis in AXES:
         try:
@@ -365,6 +384,7 @@ def report_data(
             notes.append(f"all {plateaued} training runs reached the loss plateau")
     df = aggregate_seeds(results, arch_col)
     df.attrs["schema"] = schema
+    notes.extend(_budget_note(df, metadata))
     if (df["n_seeds"] > 1).any():
         notes.append(f"{len(results)} rows averaged over seeds into {len(df)} architectures")
     missing: dict[str, str] = {}
