@@ -66,7 +66,7 @@ def test_dag_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     toml = _config("nfl_digits.toml", tmp_path, seeds=[0],
                    space={"name": "dag", "nodes": 3, "archs": ["2_02_002", "1_22_221", "2_22_221", "1_01_222",
                                                                "2_21_112", "0_20_002"]},
-                   **{"training.epochs": 25, "measures.names": ["nngp_lambda_min", "curvature"],
+                   **{"training.epochs": 12, "measures.names": ["nngp_lambda_min", "curvature"],
                       "measures.batch_size": 8})
     md = _four_commands(toml, tmp_path, capsys)
     assert "No free lunch" in md or "wins all" in md
