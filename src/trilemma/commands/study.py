@@ -101,7 +101,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reporter = _RichProgress() if sys.stdout.isatty() else _PlainProgress(sys.stdout, every=args.every)
     try:
         summary = run_study(
-            args.study, executor=args.executor, n_workers=args.workers, address=args.address, store=args.store,
+            args.study, executor=args.executor, n_workers=args.workers, address=args.address, device=args.device,
+            store=args.store,
             progress=reporter, rerun_failed=not args.skip_failed, rerun_changed=args.rerun_changed, force=args.force,
         )
     finally:
@@ -169,6 +170,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--executor", choices=("serial", "local", "ray"), help="override executor.kind")
     run.add_argument("--workers", type=int, help="override executor.n_workers")
     run.add_argument("--address", help="override executor.address (Ray cluster)")
+    run.add_argument("--device", help="override the study's device: cpu, cuda, cuda:N or auto")
     run.add_argument("--store", type=Path, help="override the store path (default runs/<name>.sqlite)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output, only the summary")
     run.add_argument("--every", type=float, default=10.0,

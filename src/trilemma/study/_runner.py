@@ -29,7 +29,7 @@ from trilemma.spaces import ArchSpace
 from trilemma.study._config import StudyConfig, config_error, format_validation_error, load_config
 from trilemma.study._context import TaskContext
 from trilemma.study._executors import Executor, cpu_count, list_executors, make_executor
-from trilemma.study._resources import check_datasets, check_memory
+from trilemma.study._resources import check_datasets, check_device, check_memory
 from trilemma.study._spaces import select_archs
 from trilemma.study._store import Store
 from trilemma.study._task_api import Job, Outcome, TaskKey, TaskKind, check_task_names, get_task, now_iso, task_hash
@@ -134,7 +134,8 @@ def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: b
         except SchemaError as err:
             lines.append(f"(schema): {err}")
     if not lines and check_resources:
-        if cfg.datasets:  # even dataset-free kinds read the input shape from the first one
+        lines.extend(check_device(cfg.device))
+        if cfg.datasets and not lines:  # even dataset-free kinds read the input shape from the first one
             lines.extend(check_datasets(ctx))
         if not lines and not force:
             lines.extend(check_memory(ctx, archs, cfg.executor.n_workers or cpu_count()))
@@ -359,6 +360,7 @@ def run_study(
     executor: str | None = None,
     n_workers: int | None = None,
     address: str | None = None,
+    device: str | None = None,
     store: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     rerun_failed: bool = True,
@@ -372,6 +374,7 @@ def run_study(
         executor: Override ``executor.kind`` (``"serial"``, ``"local"``, ``"ray"``).
         n_workers: Override ``executor.n_workers``.
         address: Override ``executor.address`` (Ray).
+        device: Override ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``).
         store: Override the store path.
         progress: Called with a :class:`Progress` at the start and after every job.
         rerun_failed: Run tasks that failed in an earlier run again (default).
@@ -389,6 +392,11 @@ def run_study(
             result leaves no new store behind.
     """
     cfg = _with_executor(load_config(config), executor, n_workers, address)
+    if device is not None:
+        try:
+            cfg = StudyConfig.model_validate({**cfg.model_dump(), "device": device, "base_dir": cfg.base_dir})
+        except ValidationError as err:
+            raise config_error("override", format_validation_error(err, StudyConfig)) from None
     plan = plan_study(cfg, force=force)
     path = Path(store) if store is not None else cfg.store_path()
     created = not path.exists()
