@@ -45,7 +45,20 @@ from trilemma.nb201._indicators import (
     closed_form_table,
     combined_indicator,
 )
-from trilemma.nb201._search import CentreFilter, SearchResult, centre_filter, search_table, simulate_search
+from trilemma.nb201._search import (
+    REFERENCE_WINDOW,
+    CentreFilter,
+    SearchIndicator,
+    SearchResult,
+    centre_filter,
+    run_search,
+    score_pool,
+    search_draw,
+    search_indicator,
+    search_table,
+    simulate_search,
+    summarise_search,
+)
 from trilemma.nb201._space import NB201Space
 from trilemma.spaces import register_space
 
@@ -66,6 +79,8 @@ __all__ = [
     "Indicator",
     "MacroConfig",
     "NBSZ_PROXIES",
+    "REFERENCE_WINDOW",
+    "SearchIndicator",
     "SearchResult",
     "cells_to_codes",
     "centre_filter",
@@ -80,9 +95,14 @@ __all__ = [
     "nb201_live_params",
     "nb201_params",
     "op_costs",
+    "run_search",
+    "score_pool",
+    "search_draw",
+    "search_indicator",
     "search_table",
     "shared_data_dir",
     "simulate_search",
+    "summarise_search",
 ]
 
 register_space("nb201", NB201Space)

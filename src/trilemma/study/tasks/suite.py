@@ -173,6 +173,13 @@ class SuiteTask(TaskKind):
     def columns(self, ctx: TaskContext, options: SuiteOptions) -> tuple[Column, ...]:
         return suite_columns(suite_names(options))
 
+    def hash_inputs(self, config: StudyConfig, options: Any, dataset: str) -> Any:
+        """As the base class, without ``sample``: it picks architectures, it does not change a
+        value, so growing a sample (or dropping it for the whole space) keeps what is measured."""
+        out = super().hash_inputs(config, options, dataset)
+        out["options"] = {k: v for k, v in out["options"].items() if k != "sample"}
+        return out
+
     def group_key(self, ctx: TaskContext, arch: str, dataset: str, seed: int, options: SuiteOptions
                   ) -> Hashable | None:
         return ("function", ctx.space.representative(arch)) if options.unique else None
