@@ -9,7 +9,10 @@ The cell space itself is :class:`trilemma.spaces.NB201Spec`; the network is
   its per-cell reference (:func:`closed_form_indicators`), plus the combined three-axis
   indicator (:func:`combined_indicator`);
 * loaders for the reference ground truth and NATS-Bench files;
-* the NeurIPS 2022 (d̄, m̄) centre filter and a training-free search simulation.
+* the NeurIPS 2022 (d̄, m̄) centre filter and training-free search: :func:`simulate_search`
+  for precomputed scores, :func:`run_search` with the indicators of training-free NAS that
+  rank the evaluated cells against each other (NASWOT, TE-NAS's rank sum, the combined
+  indicator), one row per search seed.
 
 Example:
     >>> from trilemma.nb201 import closed_form_table
