@@ -52,8 +52,12 @@ def test_suite_task_measures_each_function_once_and_matches_the_measures(tmp_pat
     from trilemma.spaces import NB201Spec
 
     cfg = _study(tmp_path, "once")
-    summary = run_study(cfg)
+    events = []
+    summary = run_study(cfg, progress=events.append)
     assert summary.complete == 3 and summary.failed == 0
+    (kind,) = events[-1].kinds  # one job per distinct function: 3 cells, 2 networks
+    assert (kind.name, kind.queued, kind.finished, kind.jobs, kind.jobs_done) == ("proxy_suite", 3, 3, 2, 2)
+    assert events[-1].eta == 0.0
     with Store(cfg["store"], readonly=True) as st:
         rows = {r.arch: r for r in st.rows(task="proxy_suite")}
     rep = NB201Spec.parse(SAME_A).canonical().name  # the node-swapped cell: smallest index of the class

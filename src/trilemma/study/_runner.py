@@ -241,13 +241,17 @@ class KindProgress:
         name: The task kind.
         queued: Its tasks this run computes.
         finished: Of those, how many have finished.
-        seconds: Worker seconds its finished tasks took (a batched job's time split over its tasks).
+        seconds: Worker seconds its finished jobs took.
+        jobs: Its jobs in this run.
+        jobs_done: Of those, how many have finished.
     """
 
     name: str
     queued: int
     finished: int = 0
     seconds: float = 0.0
+    jobs: int = 0
+    jobs_done: int = 0
 
 
 @dataclass(frozen=True)
@@ -294,17 +298,19 @@ class Progress:
         Jobs differ in size (a batched training job holds many tasks and runs for minutes,
         a theory job finishes in milliseconds), so the first jobs say little about the
         rest: no estimate is given before two jobs are done. With per-kind progress the
-        estimate is each kind's remaining tasks times its mean worker seconds per task, over
-        the workers (kinds not started yet are left out: see :attr:`eta_partial`); without
-        it, the remaining tasks at the overall rate, once a tenth of them are done.
+        estimate is each kind's remaining jobs times its mean worker seconds per job, over the
+        workers (a job is one computation: a chunk of tasks, a batch trained together, one
+        network measured for all the architectures that compute it); kinds not started yet
+        are left out (:attr:`eta_partial`). Without it: the remaining tasks at the overall
+        rate, once a tenth of them are done.
         """
         if self.jobs_done < 2:
             return None
         if self.kinds:
-            known = [k for k in self.kinds if k.finished > 0]
+            known = [k for k in self.kinds if k.jobs_done > 0]
             if not known:
                 return None
-            work = sum((k.queued - k.finished) * k.seconds / k.finished for k in known)
+            work = sum((k.jobs - k.jobs_done) * k.seconds / k.jobs_done for k in known)
             return work / max(1, self.workers)
         if self.finished < max(1, 0.1 * self.queued) or self.rate <= 0:
             return None
@@ -313,7 +319,7 @@ class Progress:
     @property
     def eta_partial(self) -> tuple[str, ...]:
         """Task kinds with work left whose cost is unknown yet (not in :attr:`eta`)."""
-        return tuple(k.name for k in self.kinds if k.finished == 0 and k.queued > 0)
+        return tuple(k.name for k in self.kinds if k.jobs_done == 0 and k.jobs > 0)
 
 
 @dataclass
@@ -453,12 +459,12 @@ def run_study(
             kind_queued: dict[str, int] = defaultdict(int)
             for key in todo:
                 kind_queued[key.task] += 1
-            kind_done: dict[str, list[float]] = {name: [0, 0.0] for name in kind_queued}
+            kind_done: dict[str, list[float]] = {name: [0, 0.0, 0, 0] for name in kind_queued}  # tasks, s, jobs
 
             def report(last: str = "") -> None:
                 if progress is not None:
-                    kinds = tuple(KindProgress(n, q, int(kind_done[n][0]), kind_done[n][1])
-                                  for n, q in kind_queued.items())
+                    kinds = tuple(KindProgress(n, q, int(kind_done[n][0]), kind_done[n][1], int(kind_done[n][2]),
+                                               int(kind_done[n][3])) for n, q in kind_queued.items())
                     progress(Progress(summary.total, summary.skipped, len(todo), summary.ran, summary.complete,
                                       summary.failed, summary.diverged, time.perf_counter() - t0, last, jobs_done,
                                       kinds, ex.n_workers if ex is not None else 1))
@@ -468,6 +474,8 @@ def run_study(
             else:
                 summary.executor = ex.describe()
                 jobs = make_jobs(plan, todo, ex.n_workers, ex.threads)
+                for job in jobs:
+                    kind_done[job.task][2] += 1
                 logger.info("%d job(s) on the %s", len(jobs), summary.executor)
                 report()
                 hashes = plan.hashes()
@@ -478,9 +486,9 @@ def run_study(
                             recorded = True
                             jobs_done += 1
                             _count(summary, outcomes)
-                            for o in outcomes:
-                                kind_done[o.key.task][0] += 1
-                                kind_done[o.key.task][1] += o.seconds
+                            kind_done[job.task][3] += 1
+                            kind_done[job.task][1] += _job_seconds(job, outcomes)
+                            kind_done[job.task][0] += len(outcomes)
                             report(f"{job.task} {job.dataset + ' ' if job.dataset else ''}seed {job.seed} "
                                    f"({len(job.archs)} arch{'s' if len(job.archs) != 1 else ''})")
                 except KeyboardInterrupt:
@@ -498,6 +506,11 @@ def run_study(
     if summary.failed:
         logger.info("%d task(s) failed; see `trilemma status %s`", summary.failed, path)
     return summary
+
+
+def _job_seconds(job: Job, outcomes: Sequence[Outcome]) -> float:
+    """Worker seconds of a job: the sum over its tasks (a batched job's time is split over them)."""
+    return float(sum(o.seconds for o in outcomes))
 
 
 def _remove_store(path: Path) -> None:
