@@ -119,3 +119,20 @@ def test_suite_task_records_failures(tmp_path: Path) -> None:
     assert got[cut]["jacob_cov"] is None and "MeasureFailedError" in got[cut]["jacob_cov_error"]
     assert got[cut]["measured_as"] == "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
     assert got[OTHER]["jacob_cov"] is not None
+
+
+def test_nb201_example_studies_plan() -> None:
+    from collections import Counter
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    main = plan_study(examples / "nb201_cifar10.toml", check_resources=False)
+    assert Counter(k.task for k, _ in main.tasks) == {"theory": 15625, "lookup": 15625, "proxy_suite": 500}
+    search = plan_study(examples / "nb201_search.toml", check_resources=False)
+    assert Counter(k.task for k, _ in search.tasks) == {"proxy_suite": 15625}
+    # the sample picks cells, it is not a setting of the results: dropping it keeps what is measured
+    kind, options = main.kinds["proxy_suite"]
+    from trilemma.study._task_api import task_hash
+
+    whole = options.model_copy(update={"sample": None})
+    assert task_hash(kind, main.config, options, "cifar10_unlabeled") == task_hash(kind, main.config, whole,
+                                                                                 "cifar10_unlabeled")
