@@ -14,6 +14,13 @@ from typing import Any, TextIO
 __all__ = ["add_commands"]
 
 
+def _fmt_eta(p: Any) -> str:
+    """The ETA, with the task kinds whose cost is not known yet."""
+    text = _fmt_seconds(p.eta)
+    partial = getattr(p, "eta_partial", ())
+    return f"{text} + {', '.join(partial)}" if partial and p.eta is not None else text
+
+
 def _fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -42,7 +49,7 @@ class _PlainProgress:
         pct = 100.0 * p.finished / p.queued if p.queued else 100.0
         line = (f"[{_fmt_seconds(p.elapsed)}] {p.finished}/{p.queued} tasks ({pct:.0f}%)"
                 f" | {p.complete} complete, {p.diverged} diverged, {p.failed} failed"
-                f" | {p.rate:.2f} tasks/s | ETA {_fmt_seconds(p.eta)}")
+                f" | {p.rate:.2f} tasks/s | ETA {_fmt_eta(p)}")
         if p.skipped:
             line += f" | {p.skipped} already done"
         print(line, file=self.out, flush=True)
@@ -80,7 +87,7 @@ class _RichProgress:
 
     def __call__(self, p: Any) -> None:
         counts = f"[green]{p.complete}✓[/] [yellow]{p.diverged}↯[/] [red]{p.failed}✗[/]"
-        fields: dict[str, Any] = {"rate": f"{p.rate:.2f}/s", "counts": counts, "eta": _fmt_seconds(p.eta)}
+        fields: dict[str, Any] = {"rate": f"{p.rate:.2f}/s", "counts": counts, "eta": _fmt_eta(p)}
         if self._task is None:
             self._bar.start()
             self._task = self._bar.add_task("tasks", total=max(p.queued, 1), **fields)
