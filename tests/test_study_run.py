@@ -117,6 +117,21 @@ def test_jobs_group_batched_tasks() -> None:
     assert sorted(k for j in jobs for k in j.keys()) == sorted(k for k, _ in plan.tasks)
 
 
+def test_closed_form_jobs_come_first() -> None:
+    """Theory (seconds for a whole space) is submitted before training and measures, so a
+    study's closed-form columns are in the store as soon as the run starts."""
+    from trilemma.study._runner import make_jobs
+
+    plan = plan_study({"name": "o", "space": {"nodes": 2}, "seeds": [0], "data": {"names": ["digits"]},
+                       "measures": {"names": ["naswot"]}, "training": {"epochs": 1}, "theory": {}})
+    jobs = make_jobs(plan, [k for k, _ in plan.tasks], n_workers=2, threads=1)
+    kinds = [j.task for j in jobs]
+    assert set(kinds) == {"theory", "measures", "train"}
+    first_other = min(i for i, k in enumerate(kinds) if k != "theory")
+    assert all(k == "theory" for k in kinds[:first_other]) and "theory" not in kinds[first_other:]
+    assert kinds.index("train") < kinds.index("measures")  # long jobs before short ones
+
+
 _KILL_STUDY = """
 name = "killme"
 store = "{store}"

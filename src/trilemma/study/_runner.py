@@ -196,8 +196,8 @@ def make_jobs(plan: StudyPlan, todo: Sequence[TaskKey], n_workers: int, threads:
     :meth:`TaskKind.group_key` run as one batched job; groups larger than the kind's
     :meth:`TaskKind.max_group_size` (``None``: at most 128 per job, at least
     ``2 × n_workers`` jobs, a multiple of ``n_workers``) are split evenly. Other tasks are bundled ``chunk_size`` at a
-    time. Jobs of kinds with a lower ``priority`` come first (long batched training jobs
-    start first, cheap jobs fill the gaps).
+    time. Jobs of kinds with a lower ``priority`` come first (the closed form and lookups,
+    seconds for a whole space, then long batched training jobs; cheap jobs fill the gaps).
     """
     config_json = plan.config.to_json()
     by_run: dict[tuple[str, str, int], list[str]] = defaultdict(list)

@@ -130,7 +130,9 @@ class TaskKind:
         uses_data: One task per dataset (else one dataset-free task, dataset ``""``).
         uses_seed: One task per seed (else one task with seed 0).
         chunk_size: Tasks of this kind bundled into one job when not batched (cheap tasks).
-        priority: Jobs of kinds with lower priority are submitted first (long jobs first).
+        priority: Jobs of kinds with lower priority are submitted first: kinds that take seconds
+            for a whole space (closed form, lookups) first, so partial results can be reported at
+            once; then long jobs before short ones, which fill the gaps.
         options_model: Pydantic model validating ``[tasks.<name>]`` (plug-in kinds).
         requires: Space capabilities (:data:`~trilemma.spaces.CAPABILITIES`) the kind needs;
             planning refuses a study whose space lacks one.

@@ -78,7 +78,7 @@ class LookupTask(TaskKind):
     uses_data = False
     uses_seed = False
     chunk_size = 512
-    priority = 8
+    priority = -1  # a table lookup: first, with the closed form
     options_model = LookupOptions
 
     def validate(self, config: StudyConfig, archs: Any) -> list[str]:

@@ -34,7 +34,7 @@ class TheoryTask(TaskKind):
     uses_data = False
     uses_seed = False
     chunk_size = 64
-    priority = 9
+    priority = -2  # seconds for a whole space: first, so a report can be drawn while the rest runs
     requires = frozenset({"closed_form_theory"})
 
     def options(self, config: StudyConfig) -> TheoryConfig:
