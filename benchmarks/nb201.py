@@ -135,7 +135,7 @@ def tau_table(df: pd.DataFrame, schema: Any, sample: pd.Series) -> pd.DataFrame:
                          "tau": kendall_tau(v, y), "rho": spearman_rho(v, y),
                          "tau distinct networks": kendall_tau(v[reps], y[reps]),
                          "tau sample": kendall_tau(v[sample], y[sample])})
-        elif col.source == "proxy_suite" and not col.name.endswith("_error"):
+        elif col.source == "proxy_suite" and not col.name.endswith(("_error", "_seconds")):
             v = df[col.name].to_numpy(dtype=float)
             m = sample & conn
             last = last_if_disconnected(df[sample], col.name) if direction(col.name) else None
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             md(pub), "", "## 2. Label-free designs and weights fitted on half the cells", "", md(lf), ""]
     if not split.empty:
         means = split.drop(columns=[c for c in split.columns if not c.startswith(("conv", "combined fitted")) and
-                                    "tau" not in c]).select_dtypes("number").drop(columns="split")
+                                    "tau" not in c]).select_dtypes("number").drop(columns="split", errors="ignore")
         summary = pd.DataFrame({"tau B mean": means.mean(), "std": means.std(ddof=1)}).reset_index(names="quantity")
         text += [f"Over {args.splits} seeded halves (A: fit, B: evaluate):", "", md(summary), "", md(split), ""]
         report["split_half"] = split.to_dict("records")

@@ -185,7 +185,20 @@ def test_two_producers_of_one_column_are_refused_at_planning(tmp_path: Path) -> 
     register_measure(get_measure("naswot").fn, name="nngp_bound", axis="convergence", higher_is_better=True)
     try:
         cfg = _study(tmp_path, "clash", theory={}, measures={"names": ["nngp_bound"], "batch_size": 16})
-        with pytest.raises(ConfigError, match="column .nngp_bound. is produced twice: by measures .init. and by theory .theory."):
+        with pytest.raises(ConfigError, match="column .nngp_bound. is produced twice: by theory .theory. and by measures .init."):
             plan_study(cfg)
     finally:
         unregister_measure("nngp_bound")
+
+
+def test_closed_form_rows_outside_the_measured_sample_are_kept(tmp_path: Path) -> None:
+    """Theory on every cell, measures on a seeded sample: the table has a row for every cell
+    (the unmeasured ones with an empty dataset and missing measures), never only the sample."""
+    cfg = _study(tmp_path, "sm", theory={}, measures={"names": ["naswot"], "batch_size": 16,
+                                                       "sample": {"n": 2, "seed": 0}})
+    run_study(cfg)
+    df = load_results(cfg["store"])
+    assert sorted(df["arch"]) == sorted(ARCHS)
+    measured = df["naswot"].notna()
+    assert measured.sum() == 2 and (df.loc[measured, "dataset"] == "digits").all()
+    assert df.loc[~measured, "dataset"].isna().all() and df["P"].notna().all()

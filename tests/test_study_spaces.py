@@ -80,11 +80,12 @@ def test_nb201_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     toml = _config("nb201_cifar10.toml", tmp_path,
                    space={"name": "nb201", "options": {"N": 1}, "sample": {"n": 12, "seed": 0}},
                    model={"width": 4},
-                   measures={"names": ["naswot", "jacob_cov"], "batch_size": 8, "on_error": "record",
-                             "sample": {"n": 4, "seed": 0}})
+                   **{"tasks.proxy_suite": {"names": ["naswot", "jacob_cov"], "batch_size": 8, "on_error": "record",
+                                            "labels": "none", "unique": True, "sample": {"n": 4, "seed": 0}}})
     md = _four_commands(toml, tmp_path, capsys)
     assert "not measured in this study" in md  # expressivity and convergence: NB201 has one ground truth
     df = load_results(tmp_path / "study.sqlite")
+    assert len(df) == 12  # every cell of the space, not only the measured sample
     assert df["cifar10_val_acc"].notna().all() and df["conv_score"].notna().all()
     assert df["naswot"].notna().sum() == 4 and "in_centre" in df.columns
 

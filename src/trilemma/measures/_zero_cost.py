@@ -147,7 +147,7 @@ def fisher_score(
     for a, g, fan in zip(acts, grads, fan_in):
         if g is None:
             continue
-        prod = a.detach() * g
+        prod = a.detach() * g.detach()
         per_channel = prod.sum(dim=tuple(range(2, prod.ndim))) if prod.ndim > 2 else prod
         value = float(0.5 * per_channel.pow(2).mean(0).sum())
         total += value * fan if convention == "zero-cost-nas" else value

@@ -151,8 +151,9 @@ def load_results(study: str | Path | StudyConfig, *, include_stale: bool = False
     """The study's results as one table, its columns described by ``df.attrs["schema"]``.
 
     One row per ``(arch, dataset, seed)``; dataset-free tasks (``theory``, ``lookup``) are
-    broadcast to every dataset and seed; a study without data-bound tasks has one row per
-    architecture (and seed). Columns: ``arch``, ``dataset``, ``seed``, then the columns of
+    broadcast to every dataset and seed; an architecture without data-bound tasks (a study
+    without any, or one whose measures cover a sample of the space) has one row per seed of
+    its tasks, with an empty ``dataset``. Columns: ``arch``, ``dataset``, ``seed``, then the columns of
     the study's :class:`~trilemma._schema.ResultSchema` in its order (the space's descriptive
     columns, ``width`` and ``params``, each task kind's results, ``<kind>_status`` and
     ``<kind>_seconds``), then payload values a kind did not declare, then ``status``
@@ -183,9 +184,12 @@ def load_results(study: str | Path | StudyConfig, *, include_stale: bool = False
     for r in rows:
         by_task.setdefault(r.task, []).append(r)
     lookup = {r.key: r for r in rows}
-    # the row index: (arch, dataset, seed) of data-bound tasks, else of all tasks
+    # the row index: (arch, dataset, seed) of data-bound tasks, else of all tasks; an architecture
+    # that only dataset-free tasks cover (a measured sample beside the closed form of a whole
+    # space) keeps its own row, never dropped
     bound = sorted({(r.arch, r.dataset, r.seed) for r in rows if r.dataset})
-    index = bound or sorted({(r.arch, r.dataset, r.seed) for r in rows})
+    bound_archs = {a for a, _, _ in bound}
+    index = bound + sorted({(r.arch, r.dataset, r.seed) for r in rows if r.arch not in bound_archs})
     arch_order: dict[str, float] = {a: i for i, a in enumerate(order or {})}
     index.sort(key=lambda t: (t[1], t[2], arch_order.get(t[0], math.inf), t[0]))
     seed_free = {t: (not kinds[t]["uses_seed"]) if t in kinds else _seed_free(t, rs) for t, rs in by_task.items()}
