@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
              for i, r in singles.items() if r.status == "completed" and batched[i].status == "completed"]
     peak_fraction = med(peak_ratios) if peak_ratios else loop_rate / med(state["peaks"])
     shape_fraction = med(shape_ratios) if shape_ratios else loop_rate / med(state["shape"])
-    full_space_s = loop / (len(cells) * E) * len(all_cells) if args.cells is not None else None
+    full_space_s = loop / len(cells) * len(all_cells) if args.cells is not None else None  # the space, E epochs
 
     print(f"batched: {batched_wall:.1f} s end to end (setup {facts['setup_time']:.1f} s, training loop {loop:.1f} s "
           f"of which test evaluation {facts['eval_time']:.1f} s; {facts['chunks']} chunks of <= {facts['chunk_size']}, "
