@@ -301,8 +301,10 @@ def test_ensemble_space_conforms_and_lists_the_grid() -> None:
     only = get_space("ensemble", cells=False, ensembles=["2_02_002@0.3+stem@0.2+readout@0.3", "1_22_221+2_02_002"])
     assert check_space(only, n=2)
     row = space.describe("1_22_221@0.2+2_02_002@0.5")
-    assert (row["P"], row["members"], row["pruning"], row["max_ratio"], row["single_cell"]) == (13, 2, "0.2/0.5", 0.5,
-                                                                                              False)
+    assert (row["P"], row["members"], row["member_ratios"], row["max_ratio"], row["single_cell"]) == (
+        13, 2, "0.2/0.5", 0.5, False)
+    assert space.describe("2_02_002+stem@0.3")["member_ratios"] == "0" and space.describe("2_02_002+stem@0.3")[
+        "stem_ratio"] == 0.3
     assert space.describe("2_22_221")["single_cell"] is True
     assert space.count_params("1_22_221@0.2+2_02_002@0.5", recipe=ModelRecipe(), in_features=64, num_classes=10,
                               width=64) == ensemble_count_params("1_22_221+2_02_002", 64, 64, 10)

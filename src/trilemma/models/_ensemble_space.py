@@ -137,10 +137,9 @@ class EnsembleSpace(ArchSpace):
         cols["group"] = None if g is None else f"P{g[0]}_d{g[1]:.4g}"
         cols["members"] = spec.num_members
         cols["member_cells"] = "+".join(c.name for c in spec.cells)
-        ratios = [*spec.ratios, *([spec.stem_ratio] if spec.stem_ratio else []),
-                  *([spec.readout_ratio] if spec.readout_ratio else [])]
-        cols["pruning"] = "/".join(format_ratio(r) for r in ratios) if spec.pruned else ""
-        cols["max_ratio"] = max(ratios)
+        cols["member_ratios"] = "/".join(format_ratio(r) for r in spec.ratios)
+        cols["stem_ratio"], cols["readout_ratio"] = spec.stem_ratio, spec.readout_ratio
+        cols["max_ratio"] = max(*spec.ratios, spec.stem_ratio, spec.readout_ratio)
         cols["single_cell"] = spec.is_cell
         return {c.name: cols[c.name] for c in ENSEMBLE_COLUMNS}
 
