@@ -140,13 +140,14 @@ class ConvergenceRateTask(TaskKind):
         losses = []
         for _ in range(options.steps + 1):
             loss = 0.5 * ((model(x)[:, 0] - target) ** 2).sum()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if len(losses) > options.steps:
                 break
-            grads = torch.autograd.grad(loss, params)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)  # dead edges take no gradient
             with torch.no_grad():
                 for p, g in zip(params, grads):
-                    p.sub_(eta * g)
+                    if g is not None:
+                        p.sub_(eta * g)
         rate = 1.0 - eta * max(lam_k, 0.0) / 2.0
         check = gd_contraction(losses, rate)
         return {

@@ -129,6 +129,7 @@ class LRSweepTask(TaskKind):
                    description="the chosen run reached the loss plateau"),
             Column("lr_selection_loss", "info", label="selection loss", source=self.name,
                    description=f"the {rule} the rate was chosen by"),
+            Column("lr_rule", "info", "str", source=self.name, description="the selection rule"),
         )
 
     def group_key(self, ctx: TaskContext, arch: str, dataset: str, seed: int, options: LRSweepOptions) -> Hashable | None:
@@ -201,7 +202,7 @@ class LRSweepTask(TaskKind):
                 grid[-1]["final_train_loss"] = grid[-1]["final_val_loss"] = None
         key = "final_train_loss" if options.rule == "train_loss" else "final_val_loss"
         best = choose_lr(grid, key, base_lr)
-        payload: dict[str, Any] = {"extras": {"grid": grid, "rule": options.rule}, "info": ctx.info(arch, dataset)}
+        payload: dict[str, Any] = {"extras": {"grid": grid}, "lr_rule": options.rule, "info": ctx.info(arch, dataset)}
         if best is None:
             payload.update(best_lr=None, lr_expressivity=None, lr_generalization_gap=None, lr_converged=None,
                            lr_selection_loss=None, **{f"lr_{epochs}": None})
