@@ -40,7 +40,10 @@ $(VENV)/.stamp-chromium: | $(PY)
 	else echo "note: chromium not found and not root; the browser test will skip"; fi
 	touch $@
 
+# Lint and type-check first (seconds), then the whole suite.
 test: $(VENV)/.stamp-dev $(VENV)/.stamp-chromium
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 bench: $(VENV)/.stamp-dev

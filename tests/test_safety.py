@@ -372,3 +372,16 @@ def test_json_export_of_the_plugin_study_is_valid(tmp_path: Path) -> None:
     run_study(cfg)
     data = json.loads(export_study(cfg["store"], "json", tmp_path / "x.json").read_text())
     assert set(data) == {"none"} and len(data["none"]) == 3
+
+
+def test_a_device_the_machine_lacks_is_refused_before_running(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the refusal is for machines without it")
+    toml = tmp_path / "d.toml"
+    toml.write_text(f'name = "d"\nstore = "{tmp_path}/d.sqlite"\n[space]\nnodes = 1\n[tasks.probe]\n'
+                    '[executor]\nkind = "serial"\n')
+    line = _one_error_line(capsys, ["run", str(toml), "--device", "cuda"])
+    assert "no CUDA device is available" in line and not (tmp_path / "d.sqlite").exists()

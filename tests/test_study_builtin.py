@@ -82,7 +82,7 @@ def test_measures_task_matches_direct_calls(tmp_path: Path) -> None:
     assert {"naswot", "ntk_lambda_min", "ntk_gen_bound", "ntk_gen_bound_std"} <= set(df.columns)
     schema = df.attrs["schema"]  # every measure column carries its measure's registered axis and direction
     assert schema.get("ntk_gen_bound").directions == {"generalization": False}
-    assert schema.get("ntk_lambda_min").directions == {"convergence": True}
+    assert schema.get("ntk_lambda_min").directions == {"convergence": True, "generalization": True}
     assert schema.get("ntk_lambda_min_time").kind == "cost"
 
 

@@ -348,3 +348,22 @@ def test_user_defined_space_from_file(tmp_path: Path) -> None:
     assert run_study(cfg).complete == 6
     df = load_results(cfg["store"])
     assert set(df["depth"]) == {1, 2} and "width_factor" in df.columns
+
+
+def test_progress_eta_per_task_kind() -> None:
+    import io
+
+    from trilemma.commands.study import _PlainProgress
+    from trilemma.study import KindProgress, Progress
+
+    # 10 of 100 slow jobs done (5 worker-seconds each, 20 tasks), 20 fast jobs not started, 2 workers
+    kinds = (KindProgress("proxy_suite", 200, 20, 50.0, jobs=100, jobs_done=10),
+             KindProgress("theory", 1000, 0, 0.0, jobs=20))
+    p = Progress(1200, 0, 1200, 20, 20, 0, 0, 25.0, jobs_done=10, kinds=kinds, workers=2)
+    assert p.eta == pytest.approx(90 * 5.0 / 2) and p.eta_partial == ("theory",)
+    assert Progress(1200, 0, 1200, 20, 20, 0, 0, 25.0, jobs_done=1, kinds=kinds, workers=2).eta is None
+    done = (KindProgress("proxy_suite", 200, 200, 500.0, 100, 100), KindProgress("theory", 1000, 1000, 1.0, 20, 20))
+    assert Progress(1200, 0, 1200, 1200, 1200, 0, 0, 251.0, jobs_done=120, kinds=done, workers=2).eta == 0.0
+    buf = io.StringIO()
+    _PlainProgress(buf)(p)
+    assert "ETA 3:45 + theory" in buf.getvalue()

@@ -19,6 +19,7 @@ No torch here: the CLI imports this module before deciding anything heavy.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,7 +179,7 @@ def output_kind_matches(path: str | Path, kind: str, header: str | None = None) 
     return _SNIFFERS[kind](Path(path), header)
 
 
-def check_output_file(path: str | Path, kind: str, *, header: str | None = None, what: str = "output") -> Path:
+def check_output_file(path: str | os.PathLike[str], kind: str, *, header: str | None = None, what: str = "output") -> Path:
     """Check that ``path`` may be written as an output of ``kind``; create its folder.
 
     Args:
@@ -214,7 +215,7 @@ def check_output_file(path: str | Path, kind: str, *, header: str | None = None,
     return p
 
 
-def check_output_dir(path: str | Path, *, marker: str, marker_kind: str = "html", what: str = "output folder") -> Path:
+def check_output_dir(path: str | os.PathLike[str], *, marker: str, marker_kind: str = "html", what: str = "output folder") -> Path:
     """Check that the folder ``path`` may receive an output whose main file is ``marker``; create it.
 
     The folder may be new, empty, or hold an earlier output of the same kind (its ``marker``

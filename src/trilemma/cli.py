@@ -41,11 +41,10 @@ COMMAND_MODULES: dict[str, dict[str, str]] = {
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """``-v`` and ``--traceback``; below the top level they default to "not given" so that a
     flag after the command does not reset one given before it."""
-    default: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
-    parser.add_argument("-v", "--verbose", action="count", help="more log output (-v info, -vv debug); "
-                        "also prints tracebacks", **({"default": 0} if top else default))
-    parser.add_argument("--traceback", action="store_true", help="print the full traceback of an error",
-                        **default)
+    parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                        help="more log output (-v info, -vv debug); also prints tracebacks")
+    parser.add_argument("--traceback", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="print the full traceback of an error")
 
 
 def _add_globals_everywhere(parser: argparse.ArgumentParser) -> None:

@@ -420,7 +420,8 @@ def check_space(
     """Check an :class:`~trilemma.spaces.ArchSpace` against its contract; raise on the first violation.
 
     Checks, on the first ``n`` architectures: names are unique canonical strings and a malformed
-    name raises :class:`~trilemma.errors.InvalidSpecError`; ``describe`` returns scalars under the
+    name raises :class:`~trilemma.errors.InvalidSpecError`; ``representative`` gives a canonical
+    name that is its own representative; ``describe`` returns scalars under the
     names ``describe_columns`` declares; ``build`` gives a module whose output on a batch is
     ``(batch, num_classes)`` and finite, and the same seed gives the same weights;
     ``count_params`` equals the built model's trainable parameters; and for each declared
@@ -476,6 +477,9 @@ def check_space(
     for arch in names[:n]:
         if space.canonical(arch) != arch:
             raise fail(f"names() gives {arch!r}, whose canonical name is {space.canonical(arch)!r}")
+        rep = space.representative(arch)
+        if space.canonical(rep) != rep or space.representative(rep) != rep:
+            raise fail(f"representative({arch!r}) = {rep!r} is not a canonical name that is its own representative")
         desc = space.describe(arch)
         extra = sorted(set(desc) - {c.name for c in declared})
         if declared and extra:

@@ -236,7 +236,7 @@ def agreement_table(
                                                   "method": method, "level": level}
                         try:
                             c = rank_correlation(
-                                df, cx, cy, method=method, level=level, group_by=group_by, n_boot=n_boot,
+                                df, cx, cy, method=method, level=level,  # type: ignore[arg-type]  # checked above group_by=group_by, n_boot=n_boot,
                                 confidence=confidence, seed=seed, x_higher_is_better=hx, y_higher_is_better=hy,
                             )
                         except TrilemmaError as exc:  # undefined (constant column, too few points)

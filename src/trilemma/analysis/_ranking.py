@@ -290,7 +290,7 @@ def _dominated(m: np.ndarray) -> np.ndarray:
         block = m[start:start + step]  # rows i
         le = (m[None, :, :] <= block[:, None, :]).all(axis=2)  # [i, j]: j <= i everywhere
         lt = (m[None, :, :] < block[:, None, :]).any(axis=2)
-        out[start:start + step] = (le & lt).any(axis=1)
+        out[start:start + step] = np.any(le & lt, axis=1)
     return out
 
 

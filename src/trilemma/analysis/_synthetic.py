@@ -10,6 +10,7 @@ every analysis and report path can run without training anything.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,11 +53,11 @@ def synthetic_results(nodes: int = 3, *, seed: int = 0, noise: float = 1.0, n_se
     for s in range(n_seeds):
         for cell in cells:
             topo = cell.topology
-            P, d = topo.num_paths, float(topo.mean_depth)
+            P, d = topo.num_paths, float(topo.mean_depth or 0.0)
             depths = np.array(topo.sorted_depths, dtype=float)
             z = rng.normal(size=12) * noise
-            row = {
-                "arch": cell.name, "P": P, "mean_depth": d, "eff_width": float(topo.eff_width),
+            row: dict[str, Any] = {
+                "arch": cell.name, "P": P, "mean_depth": d, "eff_width": float(topo.eff_width or 0.0),
                 "sum_depth": topo.sum_depth, "group": f"({P}, {d:.3g})",
                 "jacobian_path_sum": float(np.exp(-5 * depths / (8 * 64)).sum()),
                 "nngp_bound": float(P - np.sum(0.5 ** (1.0 / (1.0 + depths)))),

@@ -45,7 +45,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``datasets`` command to the main CLI's sub-parsers."""
     p = subparsers.add_parser("datasets", help="list the registered datasets", description=__doc__)
     p.add_argument("pattern", nargs="?", default=None, help="shell pattern to filter names, e.g. 'mnist*'")

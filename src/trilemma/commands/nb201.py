@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from trilemma._outputs import check_output_file
 from trilemma.errors import InvalidArgumentError
@@ -77,6 +78,7 @@ def _table(args: argparse.Namespace):  # -> pandas.DataFrame
     full = closed_form_table(None, config=config, corr=args.corr, width=args.width, combined=False)
     _check_table_options(args, set(full.columns))
     if args.combined != "none":
+        axes: Any
         if args.combined == "default":
             axes = CLOSED_FORM_COMBINED
         elif args.combined in COMBINED_VARIANTS:
@@ -116,6 +118,8 @@ def _add_table_options(p: argparse.ArgumentParser) -> None:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     table, filt = _table(args)
+    if args.study:
+        table = _measured(args.study, table)
     n_before = len(table)
     if args.filter == "centre":
         table = table[table["in_centre"]]
@@ -155,24 +159,95 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
-    from trilemma.nb201 import INDICATORS, load_nb201_accuracy, search_table
+_FILTERS = ("none", "centre", "reference")
 
-    table, filt = _table(args)
-    acc = load_nb201_accuracy(None if args.accuracy == "default" else args.accuracy)
-    table = table.merge(acc[["index", "val_acc"]], on="index", how="inner")
-    names = args.indicators.split(",") if args.indicators else ["conv_score", "live_params", "params", "trilemma_score"]
-    directions = {}
-    for name in names:
-        if name not in table.columns:
-            raise InvalidArgumentError(f"unknown indicator {name!r}; available: {', '.join(INDICATORS)}")
-        directions[name] = INDICATORS[name].direction if name in INDICATORS else 1
-    res = search_table(
-        table, table["val_acc"].to_numpy(), directions, keep=table["in_centre"].to_numpy(),
-        sample_size=args.sample_size, repeats=args.repeats, seed=args.seed,
+
+def _measured(study: str, table: Any) -> Any:
+    """``table`` with the study's at-init columns (and their ``*_error``), matched by cell."""
+    from trilemma.spaces import NB201Spec
+    from trilemma.study import load_results
+
+    res = load_results(study)
+    schema = res.attrs.get("schema")
+    cols = [c for c in res.columns
+            if schema is not None and c in schema and schema.get(c).kind in ("init", "cost") and c not in table.columns]
+    cols += [c for c in res.columns if (c.endswith("_error") or c == "measured_as") and c not in table.columns]
+    res = res[["arch", *cols]].copy()
+    res["index"] = [NB201Spec.parse(a).index for a in res["arch"]]
+    return table.merge(res.drop(columns="arch").drop_duplicates("index"), on="index", how="left")
+
+
+def _measure_draws(study: str, archs: list[str], args: argparse.Namespace) -> None:
+    """Run ``study`` on the drawn cells (resumable: cells already in its store are not measured again)."""
+    import sys
+
+    from trilemma.commands.study import _PlainProgress
+    from trilemma.study import load_config, run_study
+
+    cfg = load_config(study)
+    tasks = dict(cfg.tasks)
+    if "proxy_suite" in tasks:
+        tasks["proxy_suite"] = {k: v for k, v in tasks["proxy_suite"].items() if k != "sample"}
+    cfg = cfg.model_copy(update={"space": cfg.space.model_copy(update={"archs": tuple(archs), "sample": None}),
+                                 "tasks": tasks})
+    reporter = _PlainProgress(sys.stdout, every=30.0)
+    summary = run_study(cfg, executor=args.executor, n_workers=args.workers, address=args.address, progress=reporter)
+    print(summary)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from trilemma.nb201 import (
+        REFERENCE_WINDOW,
+        centre_filter,
+        load_nb201_accuracy,
+        run_search,
+        search_draw,
+        search_indicator,
+        summarise_search,
     )
-    print(res.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"centre filter removes {filt.removed_fraction:.1%} of the space")
+
+    table, _ = _table(args)
+    acc = load_nb201_accuracy(None if args.accuracy == "default" else args.accuracy)
+    table = table.merge(acc[["index", "val_acc"]], on="index", how="inner").sort_values("index").reset_index(drop=True)
+    default = "naswot,tenas,trilemma" if args.study else "conv_score,live_params,params,trilemma_score"
+    names = [n.strip() for n in (args.indicators or default).split(",") if n.strip()]
+    indicators = [search_indicator(n) for n in names]  # unknown names fail before anything runs
+    filters = [f.strip() for f in args.filter.split(",") if f.strip()]
+    bad = [f for f in filters if f not in _FILTERS]
+    if bad or not filters:
+        raise InvalidArgumentError(f"--filter takes a comma-separated list of {', '.join(_FILTERS)}; got {args.filter!r}")
+    if args.seeds < 1:
+        raise InvalidArgumentError(f"--seeds must be a positive int, got {args.seeds}")
+    out = None
+    if args.out:
+        out = check_output_file(args.out, "csv", header="seed", what="nb201 search --out")
+    needed = {c for ind in indicators for c, _ in ind.columns} - set(table.columns)
+    if needed and not args.study:
+        raise InvalidArgumentError(
+            f"indicator column(s) {sorted(needed)} are measured at initialization: give --study STUDY (a study "
+            f"whose proxy_suite measures them, e.g. examples/nb201_search.toml) and --measure to measure the drawn cells"
+        )
+    if args.study and args.measure:
+        drawn = sorted({int(i) for s in range(args.seeds) for i in search_draw(s, args.sample_size, len(table))})
+        _measure_draws(args.study, [str(table["arch"].iloc[i]) for i in drawn], args)
+    if args.study:
+        table = _measured(args.study, table)
+    masks = {"none": None, "centre": table["in_centre"].to_numpy(),
+             "reference": centre_filter(table, window=REFERENCE_WINDOW).keep}
+    rows = [run_search(table, table["val_acc"].to_numpy(), ind, seeds=args.seeds, sample_size=args.sample_size,
+                       keep=masks[f], filter_name=f) for ind in indicators for f in filters]
+    result = pd.concat(rows, ignore_index=True)
+    summary = summarise_search(result)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"CIFAR-10 validation accuracy (%) of the chosen cell over {args.seeds} seeds, {args.sample_size} cells drawn "
+          f"per seed; cost_saving = share of the drawn cells the filter spared from measuring "
+          f"(centre filter removes {1 - float(np.mean(masks['centre'])):.1%} of the space)")
+    if out is not None:
+        result.to_csv(out, index=False)
+        print(f"wrote {len(result)} rows (one per seed, indicator and filter) to {out}")
     return 0
 
 
@@ -181,7 +256,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     nb = subparsers.add_parser("nb201", help="NAS-Bench-201: closed-form indicators, filter, search simulation")
     sub = nb.add_subparsers(dest="nb201_command")
 
-    score = sub.add_parser("score", help="write every closed-form indicator of every cell to a CSV")
+    score = sub.add_parser(
+        "score", help="write every closed-form (and, with --study, every measured) indicator of every cell to a CSV")
     score.add_argument("--out", required=True,
                        help="output CSV path (an earlier score CSV is overwritten; a study store or another file never is)")
     score.add_argument(
@@ -192,6 +268,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--accuracy", nargs="?", const="default", default=None,
         help="add the CIFAR-10 validation accuracy (optional path to nb201_cifar10_val.csv)",
     )
+    score.add_argument(
+        "--study", default=None,
+        help="add the at-init indicators a study measured (TOML, store or name, e.g. examples/nb201_cifar10.toml); "
+             "cells it did not measure get empty values, a recorded failure its reason in <name>_error")
     _add_table_options(score)
     score.set_defaults(func=_cmd_score)
 
@@ -200,11 +280,31 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_table_options(show)
     show.set_defaults(func=_cmd_show)
 
-    search = sub.add_parser("search", help="simulate random-sample-then-pick search with indicators")
-    search.add_argument("--indicators", default=None, help="comma-separated columns (default: conv_score,live_params,params,trilemma_score)")
-    search.add_argument("--sample-size", type=int, default=100)
-    search.add_argument("--repeats", type=int, default=500)
-    search.add_argument("--seed", type=int, default=0)
+    search = sub.add_parser(
+        "search", help="training-free search: draw cells, filter, pick the best by an indicator (one row per seed)")
+    search.add_argument(
+        "--indicator", "--indicators", dest="indicators", default=None,
+        help="comma-separated indicators: closed-form columns, measured ones (naswot, jacob_cov, ntk_condition, ...; "
+             "need --study), 'tenas' (rank sum of the NTK condition number and the linear regions) or 'trilemma' "
+             "(the combined indicator); default: naswot,tenas,trilemma with --study, else "
+             "conv_score,live_params,params,trilemma_score")
+    search.add_argument("--filter", default="none,centre",
+                        help="comma-separated: none, centre (the (d̄, m̄) centre filter, --filter-fraction), reference "
+                             "(the NeurIPS 2022 code's fixed window d̄ in [0.99, 2.51], m̄ in [0.99, 3.01]); "
+                             "default none,centre")
+    search.add_argument("--seeds", "--repeats", dest="seeds", type=int, default=20,
+                        help="search seeds 0..SEEDS-1 (default 20)")
+    search.add_argument("--sample-size", type=int, default=100, help="cells drawn per seed (default 100, NeurIPS 2022)")
+    search.add_argument("--study", default=None,
+                        help="study (TOML, store or name) holding measured indicators, e.g. examples/nb201_search.toml")
+    search.add_argument("--measure", action="store_true",
+                        help="first run --study on the drawn cells (resumable; cells already measured are kept)")
+    search.add_argument("--executor", default=None, help="executor of --measure (serial, local, ray)")
+    search.add_argument("--workers", type=int, default=None, help="workers of --measure")
+    search.add_argument("--address", default=None, help="Ray cluster address of --measure")
+    search.add_argument("--out", default=None,
+                        help="CSV of the chosen cells: one row per seed, indicator and filter (arch string, index, "
+                             "accuracy, cells drawn and evaluated)")
     search.add_argument("--accuracy", default="default", help="path to nb201_cifar10_val.csv (default: shared data)")
     _add_table_options(search)
     search.set_defaults(func=_cmd_search)

@@ -16,7 +16,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``report`` to the ``trilemma`` command line."""
     report = subparsers.add_parser(
         "report", help="build the HTML/Markdown report of a study",

@@ -102,7 +102,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``space show`` and ``space list`` to the ``trilemma`` command line."""
     space = subparsers.add_parser("space", help="the DAG-cell space: show one cell or list them all")
     space_sub = space.add_subparsers(dest="space_command", metavar="SUBCOMMAND")

@@ -14,6 +14,13 @@ from typing import Any, TextIO
 __all__ = ["add_commands"]
 
 
+def _fmt_eta(p: Any) -> str:
+    """The ETA, with the task kinds whose cost is not known yet."""
+    text = _fmt_seconds(p.eta)
+    partial = getattr(p, "eta_partial", ())
+    return f"{text} + {', '.join(partial)}" if partial and p.eta is not None else text
+
+
 def _fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -42,7 +49,7 @@ class _PlainProgress:
         pct = 100.0 * p.finished / p.queued if p.queued else 100.0
         line = (f"[{_fmt_seconds(p.elapsed)}] {p.finished}/{p.queued} tasks ({pct:.0f}%)"
                 f" | {p.complete} complete, {p.diverged} diverged, {p.failed} failed"
-                f" | {p.rate:.2f} tasks/s | ETA {_fmt_seconds(p.eta)}")
+                f" | {p.rate:.2f} tasks/s | ETA {_fmt_eta(p)}")
         if p.skipped:
             line += f" | {p.skipped} already done"
         print(line, file=self.out, flush=True)
@@ -80,7 +87,7 @@ class _RichProgress:
 
     def __call__(self, p: Any) -> None:
         counts = f"[green]{p.complete}✓[/] [yellow]{p.diverged}↯[/] [red]{p.failed}✗[/]"
-        fields = {"rate": f"{p.rate:.2f}/s", "counts": counts, "eta": _fmt_seconds(p.eta)}
+        fields: dict[str, Any] = {"rate": f"{p.rate:.2f}/s", "counts": counts, "eta": _fmt_eta(p)}
         if self._task is None:
             self._bar.start()
             self._task = self._bar.add_task("tasks", total=max(p.queued, 1), **fields)
@@ -101,7 +108,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reporter = _RichProgress() if sys.stdout.isatty() else _PlainProgress(sys.stdout, every=args.every)
     try:
         summary = run_study(
-            args.study, executor=args.executor, n_workers=args.workers, address=args.address, store=args.store,
+            args.study, executor=args.executor, n_workers=args.workers, address=args.address, device=args.device,
+            store=args.store,
             progress=reporter, rerun_failed=not args.skip_failed, rerun_changed=args.rerun_changed, force=args.force,
         )
     finally:
@@ -146,9 +154,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
                       f"`trilemma run` resumes them", markup=False)
     if st.stale:
         console.print(f"{st.stale} row(s) of an older config are hidden (--include-stale shows them)", markup=False)
-    for key in ("last_run_started", "last_run_finished", "trilemma_version"):
-        if key in st.meta:
-            console.print(f"{key.replace('_', ' ')}: {st.meta[key]}", markup=False)
+    for meta_key in ("last_run_started", "last_run_finished", "trilemma_version"):
+        if meta_key in st.meta:
+            console.print(f"{meta_key.replace('_', ' ')}: {st.meta[meta_key]}", markup=False)
     return 0
 
 
@@ -160,7 +168,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``run``, ``status`` and ``export`` to the ``trilemma`` command line."""
     study_help = "a study .toml, a store .sqlite, or a study name in runs/"
 
@@ -169,6 +177,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     run.add_argument("--executor", choices=("serial", "local", "ray"), help="override executor.kind")
     run.add_argument("--workers", type=int, help="override executor.n_workers")
     run.add_argument("--address", help="override executor.address (Ray cluster)")
+    run.add_argument("--device", help="override the study's device: cpu, cuda, cuda:N or auto")
     run.add_argument("--store", type=Path, help="override the store path (default runs/<name>.sqlite)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output, only the summary")
     run.add_argument("--every", type=float, default=10.0,

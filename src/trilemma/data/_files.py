@@ -35,7 +35,7 @@ __all__ = ["read_idx", "write_idx", "download_file", "md5sum", "REMOTE_FILES"]
 
 logger = logging.getLogger(__name__)
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
 
 
@@ -370,7 +370,10 @@ def _load_cifar(root: Path, layout: _CifarLayout, download: bool, label_key: byt
     y_tr = np.concatenate([p[1] for p in parts])
     x_te, y_te = _cifar_batch(folder / layout.test, label_key)
     meta = _unpickle(folder / layout.meta)
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(names_key, [])]  # type: ignore[union-attr]
+    raw_names = meta.get(names_key, [])
+    if not isinstance(raw_names, (list, tuple)):
+        raise DataFormatError(f"{folder / layout.meta}: {names_key!r} is a {type(raw_names).__name__}, not a list")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw_names]
     return RawData(
         x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, num_classes=num_classes, task="classification",
         pixel_max=255.0, metadata={"folder": str(folder), "class_names": names},

@@ -249,6 +249,9 @@ class RegisteredMeasure:
         example_options: ``example_options(model, x, y) -> dict`` building valid values
             of the required options for a freshly built model (used by the conformance
             test suite and by documentation examples).
+        also: Further axes the measure speaks about, ``{axis: higher_is_better}`` (e.g. the
+            NTK's least eigenvalue bounds generalization as well as convergence, Theorems
+            4.5/4.6 of Chen, Huang & Wang 2023).
     """
 
     def __init__(
@@ -264,8 +267,10 @@ class RegisteredMeasure:
         description: str,
         required_options: tuple[str, ...] = (),
         example_options: Callable[..., dict[str, Any]] | None = None,
+        also: Mapping[str, bool] | None = None,
     ) -> None:
         self.fn = fn
+        self.also = dict(also or {})
         self.required_options = required_options
         self.example_options = example_options
         self.name = name
@@ -294,6 +299,14 @@ class RegisteredMeasure:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 names.add(p.name)
         return names
+
+    @property
+    def directions(self) -> dict[str, bool]:
+        """``{axis: higher_is_better}`` over the measure's axis and :attr:`also`."""
+        out = dict(self.also)
+        if self.axis is not None and self.higher_is_better is not None:
+            out[self.axis] = bool(self.higher_is_better)
+        return out
 
     @property
     def options(self) -> list[str]:
@@ -435,6 +448,7 @@ def register_measure(
     description: str | None = None,
     required_options: Sequence[str] = (),
     example_options: Callable[..., dict[str, Any]] | None = None,
+    also: Mapping[str, bool] | None = None,
 ) -> Any:
     """Register a measure; usable as ``register_measure(fn, name=...)`` or as a decorator.
 
@@ -455,6 +469,8 @@ def register_measure(
         example_options: ``fn(model, x, y) -> dict`` giving valid required options for
             a freshly built model, so the conformance suite can run the measure, e.g.
             ``lambda model, x, y: {"init_state": model.state_dict()}``.
+        also: Further axes the measure speaks about, ``{axis: higher_is_better}``; a study's
+            result column carries :attr:`RegisteredMeasure.directions` (its axis and these).
 
     Returns:
         The :class:`RegisteredMeasure` (direct form) or a decorator returning it.
@@ -485,7 +501,7 @@ def register_measure(
         measure = RegisteredMeasure(
             fn, name=reg_name, needs_labels=labels, input_kind=kind,
             higher_is_better=higher_is_better, axis=axis, requires=reqs, description=desc,
-            required_options=tuple(required_options), example_options=example_options,
+            required_options=tuple(required_options), example_options=example_options, also=also,
         )
         return _REGISTRY.register(reg_name, measure)
 

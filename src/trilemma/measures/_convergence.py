@@ -187,7 +187,9 @@ for _name, _stat, _hib, _desc in (
 ):
     _fn = _ntk_stat(_stat)
     _fn.__doc__ = f"{_desc}\n\n{_NTK_DOC}"
-    register_measure(_fn, name=_name, axis="convergence", higher_is_better=_hib, description=_desc)
+    # λ_min of the NTK bounds generalization too (Theorems 4.5/4.6): the papers' Fig. 4 and 6 use it there
+    register_measure(_fn, name=_name, axis="convergence", higher_is_better=_hib, description=_desc,
+                     also={"generalization": True} if _stat in ("lambda_min", "lambda_robust") else None)
 
 for _name, _stat, _hib, _desc in (
     ("nngp_lambda_min", "lambda_min", True,

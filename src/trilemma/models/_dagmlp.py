@@ -12,7 +12,7 @@ Two initializations:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -49,9 +49,9 @@ def _layer(
     bias: bool,
     batchnorm: bool,
     init: Init,
-    factory: dict[str, object],
+    factory: dict[str, Any],
 ) -> nn.Sequential:
-    linear = nn.Linear(fan_in, fan_out, bias=bias, **factory)  # type: ignore[arg-type]
+    linear = nn.Linear(fan_in, fan_out, bias=bias, **factory)
     gain = 2.0 if relu else 1.0
     parts: list[nn.Module] = []
     with torch.no_grad():
@@ -64,7 +64,7 @@ def _layer(
             linear.bias.zero_()
     parts.append(linear)
     if batchnorm:
-        parts.append(nn.BatchNorm1d(fan_out, **factory))  # type: ignore[arg-type]
+        parts.append(nn.BatchNorm1d(fan_out, **factory))
     if relu:
         parts.append(nn.ReLU())
     return nn.Sequential(*parts)

@@ -25,6 +25,7 @@ basic block: ReLU-Conv3×3(stride 2)-BN → ReLU-Conv3×3-BN, plus a shortcut Av
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,7 +80,7 @@ class ResidualReduction(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1, **kw)
         self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1, **kw)
         self.shortcut = nn.Sequential(
@@ -302,16 +303,16 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     handles = []
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))  # type: ignore[arg-type]
+            handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))  # type: ignore[arg-type]
+            handles.append(m.register_forward_hook(linear_hook))
     was_training = model.training
     try:
         param = next(model.parameters(), None)
-        kw = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+        kw: dict[str, Any] = {"device": param.device, "dtype": param.dtype} if param is not None else {}
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, **kw))  # type: ignore[arg-type]
+            model(torch.zeros(1, *input_shape, **kw))
     finally:
         model.train(was_training)
         for h in handles:

@@ -9,7 +9,10 @@ The cell space itself is :class:`trilemma.spaces.NB201Spec`; the network is
   its per-cell reference (:func:`closed_form_indicators`), plus the combined three-axis
   indicator (:func:`combined_indicator`);
 * loaders for the reference ground truth and NATS-Bench files;
-* the NeurIPS 2022 (d̄, m̄) centre filter and a training-free search simulation.
+* the NeurIPS 2022 (d̄, m̄) centre filter and training-free search: :func:`simulate_search`
+  for precomputed scores, :func:`run_search` with the indicators of training-free NAS that
+  rank the evaluated cells against each other (NASWOT, TE-NAS's rank sum, the combined
+  indicator), one row per search seed.
 
 Example:
     >>> from trilemma.nb201 import closed_form_table
@@ -45,7 +48,20 @@ from trilemma.nb201._indicators import (
     closed_form_table,
     combined_indicator,
 )
-from trilemma.nb201._search import CentreFilter, SearchResult, centre_filter, search_table, simulate_search
+from trilemma.nb201._search import (
+    REFERENCE_WINDOW,
+    CentreFilter,
+    SearchIndicator,
+    SearchResult,
+    centre_filter,
+    run_search,
+    score_pool,
+    search_draw,
+    search_indicator,
+    search_table,
+    simulate_search,
+    summarise_search,
+)
 from trilemma.nb201._space import NB201Space
 from trilemma.spaces import register_space
 
@@ -66,6 +82,8 @@ __all__ = [
     "Indicator",
     "MacroConfig",
     "NBSZ_PROXIES",
+    "REFERENCE_WINDOW",
+    "SearchIndicator",
     "SearchResult",
     "cells_to_codes",
     "centre_filter",
@@ -80,9 +98,14 @@ __all__ = [
     "nb201_live_params",
     "nb201_params",
     "op_costs",
+    "run_search",
+    "score_pool",
+    "search_draw",
+    "search_indicator",
     "search_table",
     "shared_data_dir",
     "simulate_search",
+    "summarise_search",
 ]
 
 register_space("nb201", NB201Space)

@@ -295,7 +295,7 @@ def closed_form_indicators(
     config: MacroConfig = MacroConfig(),
     corr: float = 0.5,
     width: int | None = None,
-) -> dict[str, float | int | bool]:
+) -> dict[str, float | int | bool | str]:
     """Every closed-form indicator of one cell, computed directly (the reference implementation).
 
     Enumerates the cell's paths, uses the scalar cost formulas and calls :mod:`trilemma.theory`

@@ -76,6 +76,11 @@ class NB201Space(ArchSpace):
     def canonical(self, arch: str) -> str:
         return NB201Spec.parse(arch).name
 
+    def representative(self, arch: str) -> str:
+        """The smallest-index cell computing the same function (:meth:`NB201Spec.canonical`): every
+        edge on no input→output path is ``none`` there, so its network holds only live operations."""
+        return NB201Spec.parse(arch).canonical().name
+
     def spec(self, arch: str) -> NB201Spec:
         return NB201Spec.parse(arch)
 

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -264,7 +265,8 @@ def study_axes(config: Mapping[str, object], schema: ResultSchema | None = None)
         config: The study's stored config (a plain dict).
         schema: The results' schema (default: the default schema at the config's threshold).
     """
-    analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
+    raw_analysis = config.get("analysis")
+    analysis: Mapping[str, Any] = raw_analysis if isinstance(raw_analysis, Mapping) else {}
     overrides = analysis.get("axes") if isinstance(analysis, Mapping) else None
     overrides = overrides if isinstance(overrides, Mapping) else None
     if schema is not None:
@@ -295,17 +297,20 @@ def build_report_for_study(
     """
     from trilemma import study as study_api
 
-    results = study_api.load_results(study)
-    curves = study_api.load_curves(study)
-    metadata = dict(study_api.load_metadata(study))
-    options.setdefault("outputs", study_api.load_outputs(os.fspath(study)))
+    source = Path(study)
+    results = study_api.load_results(source)
+    curves = study_api.load_curves(source)
+    metadata = dict(study_api.load_metadata(source))
+    options.setdefault("outputs", study_api.load_outputs(source))
     if not metadata.get("study"):
         metadata["study"] = Path(study).stem
-    config = metadata.get("config") if isinstance(metadata.get("config"), Mapping) else {}
+    raw_config = metadata.get("config")
+    config: Mapping[str, Any] = raw_config if isinstance(raw_config, Mapping) else {}
     if "axes" not in options and "objectives" not in options:
         schema = results.attrs.get("schema")
         options["axes"] = study_axes(config, schema if isinstance(schema, ResultSchema) else None)
-    analysis = config.get("analysis") if isinstance(config.get("analysis"), Mapping) else {}
+    raw_analysis = config.get("analysis")
+    analysis: Mapping[str, Any] = raw_analysis if isinstance(raw_analysis, Mapping) else {}
     options.setdefault("exclude_unconverged", bool(analysis.get("exclude_unconverged", False)))
     if out_dir is None:
         out_dir = Path("runs") / f"{Path(study).stem}_report"

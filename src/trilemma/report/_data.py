@@ -6,6 +6,7 @@ import logging
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -133,7 +134,7 @@ def headline_table(agreement: pd.DataFrame, ground_truth: Mapping[str, str]) -> 
     sel = ken[has_paper | is_gt]
     rows = []
     for (axis, y, x), g in sel.groupby(["axis", "y", "x"], sort=False):
-        row: dict[str, object] = {"axis": axis, "quantity": y, "kind": g["y_kind"].iloc[0], "versus": x}
+        row: dict[str, Any] = {"axis": axis, "quantity": y, "kind": g["y_kind"].iloc[0], "versus": x}
         for level, key in (("architecture", "arch"), ("group", "group")):
             r = g[g["level"] == level]
             if len(r):
@@ -145,8 +146,9 @@ def headline_table(agreement: pd.DataFrame, ground_truth: Mapping[str, str]) -> 
                 row.update({f"tau_{key}": np.nan, f"tau_{key}_low": np.nan, f"tau_{key}_high": np.nan, f"n_{key}": 0})
         for p in papers:
             row[p] = float(g[p].iloc[0])
-            row[f"sign{p[len('paper'):]}"] = sign_agreement(row.get("tau_group", np.nan), row[p])
-            row[f"sign_arch{p[len('paper'):]}"] = sign_agreement(row.get("tau_arch", np.nan), row[p])
+            value = float(g[p].iloc[0])
+            row[f"sign{p[len('paper'):]}"] = sign_agreement(float(row.get("tau_group", np.nan)), value)
+            row[f"sign_arch{p[len('paper'):]}"] = sign_agreement(float(row.get("tau_arch", np.nan)), value)
         rows.append(row)
     signs = [f"sign{p[len('paper'):]}" for p in papers] + [f"sign_arch{p[len('paper'):]}" for p in papers]
     out = pd.DataFrame(rows, columns=[*_HEADLINE_BASE, *papers, *signs])
@@ -282,6 +284,25 @@ def _one_dataset(
     return results, curves, dataset
 
 
+def _budget_note(df: pd.DataFrame, metadata: Mapping[str, object]) -> list[str]:
+    """How closely the architectures met a study's parameter budget (when it had one)."""
+    config = metadata.get("config")
+    model = config.get("model") if isinstance(config, Mapping) else None
+    budget = model.get("param_budget") if isinstance(model, Mapping) else None
+    if not budget or "params" not in df.columns:
+        return []
+    params = numeric_column(df, "params")
+    ok = np.isfinite(params)
+    if not ok.any():
+        return [f"parameter budget {budget:,}: no architecture reports its parameter count"]
+    err = np.abs(params[ok] - float(budget)) / float(budget)
+    tol = model.get("budget_tolerance") if isinstance(model, Mapping) else None
+    within = f"; all within the tolerance {float(tol):.1%}" if tol is not None and (err <= float(tol) + 1e-12).all() \
+        else ""
+    return [f"parameter budget {budget:,}: {int(ok.sum())} architectures have {int(params[ok].min()):,}–"
+            f"{int(params[ok].max()):,} parameters (largest deviation {err.max():.2%}){within}"]
+
+
 def _first_axis(column: str, schema: ResultSchema | None = None) -> str | None:
     for axis in AXES:
         try:
@@ -379,6 +400,7 @@ def report_data(
         df.attrs["schema"] = schema
         notes.append(f"{int((~reference).sum())} ensembles / pruned cells are ranked among the {int(reference.sum())} "
                      "single cells in the remedy section; every other section covers the single cells")
+    notes.extend(_budget_note(df, metadata))
     if (df["n_seeds"] > 1).any():
         notes.append(f"{len(results)} rows averaged over seeds into {len(df)} architectures")
     missing: dict[str, str] = {}
@@ -448,9 +470,9 @@ def report_data(
         except TrilemmaError as exc:
             notes.append(f"training curves not shown: {exc}")
         else:
-            missing = [a.champion for a in v.axes if a.champion not in cd.roles]
-            if missing:
-                notes.append(f"no training curve for winner(s) {', '.join(missing)}")
+            no_curve = [a.champion for a in v.axes if a.champion not in cd.roles]
+            if no_curve:
+                notes.append(f"no training curve for winner(s) {', '.join(no_curve)}")
     pareto = pareto_data(ranks, v, arch_col=arch_col) if v is not None and len(objs) >= 2 else None
     remedy = remedy_data(full, objs, outputs=outputs, arch_col=arch_col, n_boot=min(n_boot, 200), seed=seed,
                          dataset=dataset)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -32,7 +33,7 @@ __all__ = [
     "save_figure",
 ]
 
-_RC = {"svg.hashsalt": "trilemma", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10}
+_RC: Any = {"svg.hashsalt": "trilemma", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10}
 _META = {"svg": {"Date": None}, "png": {"Software": None}}
 
 

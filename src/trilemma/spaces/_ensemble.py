@@ -69,7 +69,7 @@ def _check_ratio(value: object, what: str) -> float:
     """A pruning ratio in ``[0, 1)`` with at most :data:`MAX_RATIO_DECIMALS` decimals."""
     if not is_real(value):
         raise InvalidTypeError(f"{what}: a pruning ratio must be a number in [0, 1), got {type(value).__name__} {value!r}")
-    r = float(value)  # type: ignore[arg-type]
+    r = float(value)
     if not math.isfinite(r) or not 0.0 <= r < 1.0:
         raise InvalidSpecError(
             f"{what}: a pruning ratio must be in [0, 1) (1 would remove every weight; use op 0 for a missing edge), "

@@ -415,16 +415,16 @@ def nb201_canonical_key(spec: NB201Spec | str) -> str:
     if not out:
         return "0"
     keep: set[int] = set()
-    stack = [t for t in out if t != "x"]
+    stack = [t for t in out if isinstance(t, int)]
     while stack:
         k = stack.pop()
         if k not in keep:
             keep.add(k)
-            stack.extend(t for t in inputs[k] if t != "x")  # type: ignore[misc]
+            stack.extend(t for t in inputs[k] if isinstance(t, int))
 
     @functools.cache
     def tree(k: int) -> str:
-        return f"{kind[k]}({'+'.join(sorted('x' if t == 'x' else tree(t) for t in inputs[k]))})"  # type: ignore[arg-type]
+        return f"{kind[k]}({'+'.join(sorted('x' if isinstance(t, str) else tree(t) for t in inputs[k]))})"
 
     groups: dict[str, list[int]] = {}
     for k in keep:

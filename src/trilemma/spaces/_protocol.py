@@ -5,7 +5,9 @@ An :class:`ArchSpace` turns architecture *names* (strings: the store's keys) int
 * ``names()`` enumerates the space (a finite space; an infinite one raises), ``sample(n,
   seed)`` draws a seeded subset, ``canonical(arch)`` parses a name (clear
   :class:`~trilemma.errors.InvalidSpecError` for a malformed one) and returns its canonical
-  spelling;
+  spelling; ``representative(arch)`` names one architecture of the class of architectures
+  that compute the same function (default: ``arch`` itself), so that a task measuring the
+  function can measure each class once;
 * ``describe(arch)`` returns the space's own descriptive columns of one architecture (the
   DAG space: its topology P, d̄, m̄ …), declared once by ``describe_columns()`` as
   :class:`~trilemma._schema.Column` s with their directions on the three axes;
@@ -141,6 +143,17 @@ class ArchSpace(abc.ABC):
             raise InvalidArgumentError(f"n must be an int in [1, {len(names)}], got {n!r}")
         picked = set(random.Random(seed).sample(range(len(names)), n))
         return [a for i, a in enumerate(names) if i in picked]
+
+    def representative(self, arch: str) -> str:
+        """A fixed member of the class of architectures that compute the same function as ``arch``.
+
+        Two architectures with the same representative build networks that differ only in
+        parts the output never depends on (and in how their parameters are labelled), so a
+        measure of the function may be computed once per class (the ``proxy_suite`` task kind
+        does). Must be idempotent and return a canonical name. Default: ``canonical(arch)``
+        (every architecture is its own class).
+        """
+        return self.canonical(arch)
 
     def spec(self, arch: str) -> Any:
         """The space's value object for ``arch`` (``CellSpec``, ``NB201Spec`` …; default: the name)."""

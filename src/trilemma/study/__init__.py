@@ -57,7 +57,15 @@ from trilemma.study._results import (
     study_status,
     to_nb_suite_zero,
 )
-from trilemma.study._runner import Progress, StudyPlan, StudySummary, plan_study, result_schema, run_study
+from trilemma.study._runner import (
+    KindProgress,
+    Progress,
+    StudyPlan,
+    StudySummary,
+    plan_study,
+    result_schema,
+    run_study,
+)
 from trilemma.study._spaces import CallableSpace, make_space
 from trilemma.study._store import SCHEMA_VERSION, Store, StoredRow
 from trilemma.study._task_api import (
@@ -94,6 +102,7 @@ __all__ = [
     "result_schema",
     "StudyPlan",
     "StudySummary",
+    "KindProgress",
     "Progress",
     # results
     "load_results",

@@ -636,8 +636,8 @@ def format_validation_error(
     """
     root = root or StudyConfig
     lines = []
-    for e in err.errors(include_url=False):
-        e = dict(e)
+    for details in err.errors(include_url=False):
+        e: dict[str, Any] = dict(details)
         if prefix:
             line = _readable(e, root)
             path = _loc_path(list(prefix) + list(e.get("loc", ())))

@@ -304,7 +304,7 @@ class RayExecutor(Executor):
         if config.n_workers is None:
             self.threads = config.threads_per_worker or 1
             self.n_workers = max(1, cpus // self.threads)
-        self._remote = ray.remote(num_cpus=self.threads, max_retries=2)(_ray_job)  # retried only if a worker dies
+        self._remote = ray.remote(num_cpus=self.threads or 1, max_retries=2)(_ray_job)  # retried only if a worker dies
 
     def describe(self) -> str:
         where = self.config.address or "a local Ray instance"

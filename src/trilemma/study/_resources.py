@@ -28,7 +28,7 @@ from trilemma.spaces import ArchSpace
 if TYPE_CHECKING:
     from trilemma.study._context import TaskContext
 
-__all__ = ["MemoryEstimate", "machine_memory", "model_footprint", "check_datasets", "check_memory", "format_bytes"]
+__all__ = ["check_device", "MemoryEstimate", "machine_memory", "model_footprint", "check_datasets", "check_memory", "format_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,3 +221,18 @@ def check_datasets(ctx: TaskContext) -> list[str]:
         except TrilemmaError as err:
             lines.append(f"data.names[{i}]: dataset {name!r} is not available: {err}")
     return lines
+
+
+def check_device(device: str) -> list[str]:
+    """Config lines refusing a device that this machine does not have."""
+    if not device.startswith("cuda"):
+        return []
+    import torch
+
+    if not torch.cuda.is_available():
+        return [f"device: {device!r} was asked for, but no CUDA device is available "
+                f"(torch.cuda.is_available() is False); use device = 'cpu' or 'auto'"]
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        return [f"device: {device!r} was asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)"]
+    return []

@@ -112,7 +112,7 @@ def _space_columns(store: Store, config: StudyConfig | None, archs: list[str]) -
         return {}
     try:
         space = make_space(config.space, config.base_dir)
-        return {a: space.columns(a) for a in archs}
+        return {a: space.describe(a) for a in archs}
     except TrilemmaError as err:
         logger.warning("architecture columns unavailable (space %r): %s", config.space.name, err)
         return {}

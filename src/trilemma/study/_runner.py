@@ -29,7 +29,7 @@ from trilemma.spaces import ArchSpace
 from trilemma.study._config import StudyConfig, config_error, format_validation_error, load_config
 from trilemma.study._context import TaskContext
 from trilemma.study._executors import Executor, cpu_count, list_executors, make_executor
-from trilemma.study._resources import check_datasets, check_memory
+from trilemma.study._resources import check_datasets, check_device, check_memory
 from trilemma.study._spaces import select_archs
 from trilemma.study._store import Store
 from trilemma.study._task_api import (
@@ -45,7 +45,8 @@ from trilemma.study._task_api import (
 )
 from trilemma.study._worker import load_plugins
 
-__all__ = ["StudyPlan", "Progress", "StudySummary", "plan_study", "run_study", "make_jobs", "result_schema"]
+__all__ = ["KindProgress", "StudyPlan", "Progress", "StudySummary", "plan_study", "run_study", "make_jobs",
+           "result_schema"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: b
         except SchemaError as err:
             lines.append(f"(schema): {err}")
     if not lines and check_resources:
-        if cfg.datasets:  # even dataset-free kinds read the input shape from the first one
+        lines.extend(check_device(cfg.device))
+        if cfg.datasets and not lines:  # even dataset-free kinds read the input shape from the first one
             lines.extend(check_datasets(ctx))
         if not lines and not force:
             lines.extend(check_memory(ctx, archs, cfg.executor.n_workers or cpu_count()))
@@ -246,6 +248,27 @@ def make_jobs(plan: StudyPlan, todo: Sequence[TaskKey], n_workers: int, threads:
 
 
 @dataclass(frozen=True)
+class KindProgress:
+    """Where one task kind of a running study stands.
+
+    Attributes:
+        name: The task kind.
+        queued: Its tasks this run computes.
+        finished: Of those, how many have finished.
+        seconds: Worker seconds its finished jobs took.
+        jobs: Its jobs in this run.
+        jobs_done: Of those, how many have finished.
+    """
+
+    name: str
+    queued: int
+    finished: int = 0
+    seconds: float = 0.0
+    jobs: int = 0
+    jobs_done: int = 0
+
+
+@dataclass(frozen=True)
 class Progress:
     """Where a running study stands (passed to the progress callback).
 
@@ -260,6 +283,8 @@ class Progress:
         elapsed: Seconds since the run started.
         last: The last finished job, e.g. ``"train digits seed 0 (109 archs)"``.
         jobs_done: Jobs finished in this run.
+        kinds: Per task kind progress (empty: only the totals are known).
+        workers: Jobs the executor runs at once.
     """
 
     total: int
@@ -272,6 +297,8 @@ class Progress:
     elapsed: float
     last: str = ""
     jobs_done: int = 0
+    kinds: tuple[KindProgress, ...] = ()
+    workers: int = 1
 
     @property
     def rate(self) -> float:
@@ -280,15 +307,33 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the current rate; ``None`` until the rate means something.
+        """Seconds left; ``None`` until the estimate means something.
 
         Jobs differ in size (a batched training job holds many tasks and runs for minutes,
         a theory job finishes in milliseconds), so the first jobs say little about the
-        rest: no estimate is given before two jobs and a tenth of the queued tasks are done.
+        rest: no estimate is given before two jobs are done. With per-kind progress the
+        estimate is each kind's remaining jobs times its mean worker seconds per job, over the
+        workers (a job is one computation: a chunk of tasks, a batch trained together, one
+        network measured for all the architectures that compute it); kinds not started yet
+        are left out (:attr:`eta_partial`). Without it: the remaining tasks at the overall
+        rate, once a tenth of them are done.
         """
-        if self.jobs_done < 2 or self.finished < max(1, 0.1 * self.queued) or self.rate <= 0:
+        if self.jobs_done < 2:
+            return None
+        if self.kinds:
+            known = [k for k in self.kinds if k.jobs_done > 0]
+            if not known:
+                return None
+            work = sum((k.jobs - k.jobs_done) * k.seconds / k.jobs_done for k in known)
+            return work / max(1, self.workers)
+        if self.finished < max(1, 0.1 * self.queued) or self.rate <= 0:
             return None
         return (self.queued - self.finished) / self.rate
+
+    @property
+    def eta_partial(self) -> tuple[str, ...]:
+        """Task kinds with work left whose cost is unknown yet (not in :attr:`eta`)."""
+        return tuple(k.name for k in self.kinds if k.jobs_done == 0 and k.jobs > 0)
 
 
 @dataclass
@@ -372,6 +417,7 @@ def run_study(
     executor: str | None = None,
     n_workers: int | None = None,
     address: str | None = None,
+    device: str | None = None,
     store: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     rerun_failed: bool = True,
@@ -385,6 +431,7 @@ def run_study(
         executor: Override ``executor.kind`` (``"serial"``, ``"local"``, ``"ray"``).
         n_workers: Override ``executor.n_workers``.
         address: Override ``executor.address`` (Ray).
+        device: Override ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``).
         store: Override the store path.
         progress: Called with a :class:`Progress` at the start and after every job.
         rerun_failed: Run tasks that failed in an earlier run again (default).
@@ -402,6 +449,11 @@ def run_study(
             result leaves no new store behind.
     """
     cfg = _with_executor(load_config(config), executor, n_workers, address)
+    if device is not None:
+        try:
+            cfg = StudyConfig.model_validate({**cfg.model_dump(), "device": device, "base_dir": cfg.base_dir})
+        except ValidationError as err:
+            raise config_error("override", format_validation_error(err, StudyConfig)) from None
     plan = plan_study(cfg, force=force)
     path = Path(store) if store is not None else cfg.store_path()
     created = not path.exists()
@@ -425,17 +477,26 @@ def run_study(
             summary = StudySummary(cfg.name, path, total=len(plan.tasks), skipped=len(plan.tasks) - len(todo), ran=0)
             logger.info("study %s: %d tasks, %d to run, store %s", cfg.name, len(plan.tasks), len(todo), path)
             jobs_done = 0
+            kind_queued: dict[str, int] = defaultdict(int)
+            for key in todo:
+                kind_queued[key.task] += 1
+            kind_done: dict[str, list[float]] = {name: [0, 0.0, 0, 0] for name in kind_queued}  # tasks, s, jobs
 
             def report(last: str = "") -> None:
                 if progress is not None:
+                    kinds = tuple(KindProgress(n, q, int(kind_done[n][0]), kind_done[n][1], int(kind_done[n][2]),
+                                               int(kind_done[n][3])) for n, q in kind_queued.items())
                     progress(Progress(summary.total, summary.skipped, len(todo), summary.ran, summary.complete,
-                                      summary.failed, summary.diverged, time.perf_counter() - t0, last, jobs_done))
+                                      summary.failed, summary.diverged, time.perf_counter() - t0, last, jobs_done,
+                                      kinds, ex.n_workers if ex is not None else 1))
 
             if ex is None:
                 report()
             else:
                 summary.executor = ex.describe()
                 jobs = make_jobs(plan, todo, ex.n_workers, ex.threads)
+                for job in jobs:
+                    kind_done[job.task][2] += 1
                 logger.info("%d job(s) on the %s", len(jobs), summary.executor)
                 report()
                 hashes = plan.hashes()
@@ -446,6 +507,9 @@ def run_study(
                             recorded = True
                             jobs_done += 1
                             _count(summary, outcomes)
+                            kind_done[job.task][3] += 1
+                            kind_done[job.task][1] += _job_seconds(job, outcomes)
+                            kind_done[job.task][0] += len(outcomes)
                             report(f"{job.task} {job.dataset + ' ' if job.dataset else ''}seed {job.seed} "
                                    f"({len(job.archs)} arch{'s' if len(job.archs) != 1 else ''})")
                 except KeyboardInterrupt:
@@ -515,6 +579,11 @@ def _run_study_level(plan: StudyPlan, st: Store, summary: StudySummary, *, ran_n
                 st.set_meta(**{key: json.dumps(record, sort_keys=True, allow_nan=False)})
                 logger.info("study-level %s (%s seed %d): %s in %.1f s", name, dataset, seed, record["status"],
                             record["seconds"])
+
+
+def _job_seconds(job: Job, outcomes: Sequence[Outcome]) -> float:
+    """Worker seconds of a job: the sum over its tasks (a batched job's time is split over them)."""
+    return float(sum(o.seconds for o in outcomes))
 
 
 def _remove_store(path: Path) -> None:

@@ -178,7 +178,8 @@ def make_space(cfg: SpaceConfig, base_dir: str = ".") -> ArchSpace:
     if is_object_ref(cfg.name):
         fn = import_object(cfg.name, base_dir)
         if isinstance(fn, type) and issubclass(fn, ArchSpace):
-            return call_plugin(f"space class {cfg.name!r}", fn, **cfg.options)  # type: ignore[no-any-return]
+            space: ArchSpace = call_plugin(f"space class {cfg.name!r}", fn, **cfg.options)
+            return space
         if not callable(fn):
             raise ConfigError(f"space.name: {cfg.name!r} is not callable")
         return CallableSpace.from_function(cfg.name, fn, cfg.options)

@@ -558,7 +558,11 @@ class Store:
         current = "current" if self._has_current else "1"
         where, args = self._where(include_stale, status, task)
         sql = f"SELECT {', '.join(_COLUMNS)}, {current} FROM tasks{where} ORDER BY task, dataset, seed, arch"
-        return [StoredRow(*r[:-1], current=bool(r[-1])) for r in self._conn.execute(sql, args)]
+        out = []
+        for r in self._conn.execute(sql, args):
+            row = dict(zip(_COLUMNS, r[:-1], strict=True))
+            out.append(StoredRow(**row, current=bool(r[-1])))
+        return out
 
     def counts(self, *, include_stale: bool = False) -> dict[str, int]:
         """``{status: rows}`` for every status (zeros included)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 from scipy.special import poch
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- helpers
-def _pair_correlations(C: object) -> np.ndarray:
+def _pair_correlations(C: Any) -> np.ndarray:
     """Validated correlations of the pairs ``i < j``: ``[C]`` for a scalar, the upper triangle of a matrix."""
     try:
         ndim = np.ndim(C)

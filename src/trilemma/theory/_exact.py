@@ -207,12 +207,12 @@ def exact_kernels(spec: CellSpec | str, K_in: np.ndarray, *, trainable_stem: boo
     # backward Grams (gradient independence)
     c = skip_path_counts(spec)
     backward = np.zeros((H + 1, n, n))
-    for a in range(H, -1, -1):
-        acc = np.full((n, n), float(c[a, H] ** 2))
+    for node in range(H, -1, -1):
+        acc = np.full((n, n), float(c[node, H] ** 2))
         for (u, w), kdot in edge_kdot.items():
-            if u >= a and c[a, u]:
-                acc += float(c[a, u] ** 2) * kdot * backward[w]
-        backward[a] = acc
+            if u >= node and c[node, u]:
+                acc += float(c[node, u] ** 2) * kdot * backward[w]
+        backward[node] = acc
 
     nngp = sigma[H, H].copy()
     ntk = nngp.copy()

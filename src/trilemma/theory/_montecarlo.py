@@ -209,7 +209,7 @@ def _as_seeds(seeds: object) -> tuple[int, ...]:
         return tuple(range(int(seeds)))
     if isinstance(seeds, Sequence) and not isinstance(seeds, str):
         out = tuple(seeds)
-        if not out or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in out):
+        if not out or not all(is_int(s) and s >= 0 for s in out):
             raise InvalidArgumentError(f"seeds must be a non-empty sequence of ints >= 0, got {seeds!r}")
         return tuple(int(s) for s in out)
     raise InvalidTypeError(f"seeds must be an int (a count) or a sequence of ints, got {type(seeds).__name__} {seeds!r}")
@@ -272,6 +272,8 @@ def monte_carlo(
             if circle is not None:
                 _, xc, dxc = circle
                 _, _, _, dh = _forward(net, xc, dxc)
+                if dh is None:  # pragma: no cover - _forward returns tangents whenever dX is given
+                    raise InvalidArgumentError("the forward pass returned no tangents")
                 lengths.append(float(np.mean(np.linalg.norm(dh[-1], axis=1)) / math.sqrt(m)))
     S = len(seed_list)
     nngp_all, ntk_all = np.stack(nngps), np.stack(ntks)

@@ -4,6 +4,7 @@
 * ``measures`` (:mod:`.measures`): measures at initialization;
 * ``train`` (:mod:`.train`): ground truth by training (batched where the space can);
 * ``lookup`` (:mod:`.lookup`): ground truth read from a benchmark's table;
+* ``proxy_suite`` (:mod:`.suite`): the zero-cost proxy suite in one fused pass per distinct function;
 * ``probe`` (:mod:`.probe`): a torch-free diagnostic for executors, stores and clusters;
 * ``lr_sweep`` (:mod:`.lr_sweep`): each architecture at its own best learning rate (the papers' Fig. 8);
 * ``convergence_rate`` (:mod:`.convergence_rate`): full-batch GD against Theorem 4.3's linear rate;
@@ -21,6 +22,7 @@ from trilemma.study.tasks.lookup import LookupOptions, LookupTask
 from trilemma.study.tasks.lr_sweep import LRSweepOptions, LRSweepTask
 from trilemma.study.tasks.measures import MeasuresTask, init_seed, measure_batch, measure_columns
 from trilemma.study.tasks.probe import ProbeOptions, ProbeTask
+from trilemma.study.tasks.suite import SuiteOptions, SuiteTask
 from trilemma.study.tasks.theory import TheoryTask
 from trilemma.study.tasks.train import TrainTask, train_columns, train_payload
 
@@ -37,6 +39,8 @@ __all__ = [
     "MeasuresTask",
     "ProbeOptions",
     "ProbeTask",
+    "SuiteOptions",
+    "SuiteTask",
     "TheoryTask",
     "TrainTask",
     "init_seed",
@@ -47,7 +51,7 @@ __all__ = [
 ]
 
 #: The built-in kinds, in the order they are registered.
-BUILTIN_TASKS: tuple[TaskKind, ...] = (TheoryTask(), MeasuresTask(), TrainTask(), LookupTask(), ProbeTask(),
+BUILTIN_TASKS: tuple[TaskKind, ...] = (TheoryTask(), MeasuresTask(), TrainTask(), LookupTask(), ProbeTask(), SuiteTask(),
                                         LRSweepTask(), ConvergenceRateTask(), EnsembleSearchTask())
 
 for _kind in BUILTIN_TASKS:

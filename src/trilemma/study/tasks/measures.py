@@ -37,7 +37,7 @@ def measure_columns(names: Sequence[str], repeats: int = 1) -> tuple[Column, ...
     out = []
     for name in names:
         m = get_measure(name)
-        dirs = {m.axis: bool(m.higher_is_better)} if m.axis in AXES and m.higher_is_better is not None else {}
+        dirs = {a: hib for a, hib in m.directions.items() if a in AXES}
         out.append(Column(name, "init", label=getattr(m, "label", "") or name, directions=dirs,
                           description=m.description, source="measures"))
         for extra in getattr(m, "extra_columns", ()) or ():
