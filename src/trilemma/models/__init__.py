@@ -14,7 +14,7 @@ from trilemma.models._ensemble import (
     ensemble_masks,
     layer_shapes,
 )
-from trilemma.models._ensemble_space import EnsembleSpace
+from trilemma.models._ensemble_space import EnsembleSpace, pruning_grid
 from trilemma.models._nb201 import NB201Cell, NB201Network, build_nb201, count_flops
 from trilemma.models._spaces import DagSpace
 from trilemma.spaces import register_space
@@ -30,6 +30,7 @@ __all__ = [
     "edge_name",
     "ensemble_masks",
     "layer_shapes",
+    "pruning_grid",
     "NB201Cell",
     "NB201Network",
     "Scale",

@@ -17,8 +17,11 @@ candidates:
    paths, the pruning-aware exact kernels, effective parameters), its topology and pruning,
    the smallest and largest closed-form value over its members, and — when the study has a
    ``[measures]`` section and ``measures = true`` — its measures at initialization, computed
-   exactly as the ``measures`` task computes them. A 5-fold cross-validation over the study's
-   ensembles says how well this transfers to ensembles.
+   exactly as the ``measures`` task computes them. Measuring every candidate at init would cost
+   more than the rest of the search, so every candidate is first predicted from the closed-form
+   features alone and only the ``prefilter`` best are measured and predicted again with every
+   feature (``stage`` 2 in the output). A 5-fold cross-validation over the study's ensembles
+   says how well the predictor transfers to ensembles.
 4. **Training**: the ``train`` candidates with the best predicted rank sum (ties: fewer
    parameters) that the study has not trained already are trained with the study's
    ``[training]`` protocol and seed, as one batched computation, and ranked among the single
@@ -68,6 +71,8 @@ class EnsembleSearchOptions(BaseModel):
         budget: ``"best_single"`` (the effective parameters of the best single cell) or a number.
         train: Candidates trained.
         measures: Use the study's measures at initialization as features.
+        prefilter: With measures, only this many candidates — the best of a prediction from the
+            closed-form features alone — are measured at initialization and re-predicted.
         trees: Trees per random forest.
         seed: Seed of the forests and the cross-validation split.
         max_candidates: Refuse a search with more candidates within budget than this.
@@ -81,6 +86,7 @@ class EnsembleSearchOptions(BaseModel):
     budget: str | int = "best_single"
     train: int = Field(4, ge=0, le=256)
     measures: bool = True
+    prefilter: int = Field(24, ge=1, le=100_000)
     trees: int = Field(200, ge=10, le=5000)
     seed: int = 0
     max_candidates: int = Field(20_000, ge=1)
@@ -142,28 +148,41 @@ class EnsembleSearchTask(TaskKind):
         return lines
 
     # ------------------------------------------------------------------ features
-    def _features(self, ctx: TaskContext, archs: Sequence[str], dataset: str, seed: int, options: EnsembleSearchOptions,
-                  known: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[float]]]:
-        """Feature names and one vector per arch (closed form, topology, members, measures)."""
-        space = ctx.space
-        in_features, num_classes = ctx.shape(dataset)
-        theory_opts = dict(ctx.config.theory.options) if ctx.config.theory is not None else {}
-        cache: dict[str, dict[str, Any]] = {}
-
-        def theory(arch: str) -> dict[str, Any]:
-            if arch not in cache:
-                cache[arch] = space.theory(arch, width=ctx.width(arch, dataset), in_features=in_features,
-                                           num_classes=num_classes, bias=ctx.config.model.bias, **theory_opts)
-            return cache[arch]
-
-        measure_names: tuple[str, ...] = ()
+    @staticmethod
+    def _measure_names(ctx: TaskContext, options: EnsembleSearchOptions) -> tuple[str, ...]:
         mopts = ctx.config.measures
         if options.measures and mopts is not None and mopts.enabled:
-            measure_names = tuple(mopts.names)
-        names = [*_OWN_FEATURES, "P", "mean_depth", "members", "max_ratio", "mean_ratio",
-                 *[f"{f}_{agg}" for f in _MEMBER_FEATURES for agg in ("min", "max")], *measure_names]
-        rows = []
+            return tuple(mopts.names)
+        return ()
+
+    @staticmethod
+    def _feature_names(measure_names: Sequence[str]) -> list[str]:
+        return [*_OWN_FEATURES, "P", "mean_depth", "members", "max_ratio", "mean_ratio",
+                *[f"{f}_{agg}" for f in _MEMBER_FEATURES for agg in ("min", "max")], *measure_names]
+
+    @staticmethod
+    def _theory(ctx: TaskContext, arch: str, dataset: str, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The space's closed-form row of ``arch`` with the study's theory options (cached)."""
+        if arch not in cache:
+            in_features, num_classes = ctx.shape(dataset)
+            theory_opts = dict(ctx.config.theory.options) if ctx.config.theory is not None else {}
+            cache[arch] = ctx.space.theory(arch, width=ctx.width(arch, dataset), in_features=in_features,
+                                           num_classes=num_classes, bias=ctx.config.model.bias, **theory_opts)
+        return cache[arch]
+
+    def _features(self, ctx: TaskContext, archs: Sequence[str], dataset: str, seed: int,
+                  measure_names: Sequence[str], known: dict[str, dict[str, Any]],
+                  cache: dict[str, dict[str, Any]]) -> list[list[float]]:
+        """One feature vector per arch: closed form, topology, members, then ``measure_names``
+        (read from ``known`` when the study measured the arch, else measured here)."""
+        space = ctx.space
+
+        def theory(arch: str) -> dict[str, Any]:
+            return self._theory(ctx, arch, dataset, cache)
+
+        mopts = ctx.config.measures
         measures_kind = get_task("measures") if measure_names else None
+        rows = []
         for arch in archs:
             spec = space.spec(arch)
             own, topo = theory(arch), spec.topology
@@ -177,12 +196,13 @@ class EnsembleSearchTask(TaskKind):
             if measure_names:
                 got = known.get(arch, {})
                 if not all(isinstance(got.get(n), (int, float)) for n in measure_names):
-                    assert measures_kind is not None
+                    if measures_kind is None or mopts is None:
+                        raise InvalidArgumentError("ensemble_search: measures asked for without a [measures] section")
                     out = measures_kind.run(ctx, arch, dataset, seed, mopts)
                     got = out if isinstance(out, dict) else out.payload
                 vec += [_float(got.get(n)) for n in measure_names]
             rows.append(vec)
-        return names, rows
+        return rows
 
     # ------------------------------------------------------------------ the search
     def run_study(self, ctx: TaskContext, results: Any, dataset: str, seed: int,
@@ -201,17 +221,18 @@ class EnsembleSearchTask(TaskKind):
         trained = np.all([np.isfinite(v) for v in values.values()], axis=0)
         ref = np.array([v is True or v == 1 for v in df[ref_col]]) & trained
         if ref.sum() < 3:
-            raise InvalidArgumentError(f"ensemble_search needs trained single cells; found {int(ref.sum())}")
+            cols = ", ".join(c for c, _ in objs.values())
+            raise InvalidArgumentError(f"ensemble_search needs at least 3 single cells with a value of every ground "
+                                       f"truth ({cols}); found {int(ref.sum())} (train longer?)")
         ranks = {a: placed_rank(values[a], values[a][ref], hib) for a, (_, hib) in objs.items()}
         rank_sum: Any = np.sum([ranks[a] for a in AXES], axis=0)
         archs = df["arch"].astype(str).tolist()
         ref_idx = [int(i) for i in np.flatnonzero(ref)]
         row_i = int(min(ref_idx, key=lambda i: (rank_sum[i], archs[i])))
-        in_features, num_classes = ctx.shape(dataset)
+        cache: dict[str, dict[str, Any]] = {}
 
         def effective(arch: str) -> int:
-            return int(ctx.space.theory(arch, width=ctx.width(arch, dataset), in_features=in_features,
-                                        num_classes=num_classes, bias=ctx.config.model.bias).get("effective_params")
+            return int(self._theory(ctx, arch, dataset, cache).get("effective_params")
                        or ctx.info(arch, dataset)["params"])
 
         budget = effective(archs[row_i]) if options.budget == "best_single" else int(options.budget)
@@ -242,26 +263,44 @@ class EnsembleSearchTask(TaskKind):
                                        f"max_candidates = {options.max_candidates}; lower top_k, sizes or ratios")
         logger.info("ensemble search: %d members, %d of %d candidates within %d parameters", len(members),
                     len(candidates), n_all, budget)
-        # features of the trained rows and the candidates
+        # features of the trained rows and the candidates: closed form for every candidate, then
+        # the measures at init for the `prefilter` best of a closed-form-only prediction
         known = {archs[i]: df.iloc[i].to_dict() for i in range(len(df))}
         fit_idx = np.flatnonzero(trained)
         fit_archs = [archs[i] for i in fit_idx]
-        feat_names, X_fit = self._features(ctx, fit_archs, dataset, seed, options, known)
-        _, X_cand = self._features(ctx, candidates, dataset, seed, options, known) if candidates else ([], [])
-        Xf, Xc = np.array(X_fit, dtype=float), np.array(X_cand, dtype=float).reshape(len(candidates), len(feat_names))
+        measure_names = self._measure_names(ctx, options)
+        feat_names = self._feature_names(measure_names)
+        n_cf = len(feat_names) - len(measure_names)
+        Xf = np.array(self._features(ctx, fit_archs, dataset, seed, measure_names, known, cache), dtype=float)
         med = np.nanmedian(Xf, axis=0)
         med = np.where(np.isfinite(med), med, 0.0)
-        Xf, Xc = np.where(np.isfinite(Xf), Xf, med), np.where(np.isfinite(Xc), Xc, med)
+        Xf = np.where(np.isfinite(Xf), Xf, med)
         Y = {a: ranks[a][fit_idx] for a in AXES}
         cv = self._cross_validate(Xf, Y, ~ref[fit_idx], options)
-        pred = {a: self._forest(options).fit(Xf, Y[a]).predict(Xc) if len(Xc) else np.zeros(0) for a in AXES}
-        pred_sum: Any = np.sum([pred[a] for a in AXES], axis=0) if len(Xc) else np.zeros(0)
         params = {c: effective(c) for c in candidates}
-        order = sorted(range(len(candidates)), key=lambda j: (pred_sum[j], params[candidates[j]], candidates[j]))
-        front = self._pareto(np.column_stack([pred[a] for a in AXES]) if len(Xc) else np.zeros((0, 3)))
+        Xc = np.array(self._features(ctx, candidates, dataset, seed, (), known, cache), dtype=float).reshape(
+            len(candidates), n_cf)
+        Xc = np.where(np.isfinite(Xc), Xc, med[:n_cf])
+        pred = {a: self._forest(options).fit(Xf[:, :n_cf], Y[a]).predict(Xc) if len(Xc) else np.zeros(0)
+                for a in AXES}
+        stage = np.ones(len(candidates), dtype=int)
+        if measure_names and len(candidates):
+            first: Any = np.sum([pred[a] for a in AXES], axis=0)
+            keep = sorted(range(len(candidates)), key=lambda j: (first[j], params[candidates[j]], candidates[j]))
+            keep = keep[: options.prefilter]
+            Xm = np.array(self._features(ctx, [candidates[j] for j in keep], dataset, seed, measure_names, known, cache),
+                          dtype=float).reshape(len(keep), len(feat_names))
+            Xm = np.where(np.isfinite(Xm), Xm, med)
+            for a in AXES:
+                pred[a][keep] = self._forest(options).fit(Xf, Y[a]).predict(Xm)
+            stage[keep] = 2
+        pred_sum: Any = np.sum([pred[a] for a in AXES], axis=0) if len(candidates) else np.zeros(0)
+        order = sorted(range(len(candidates)), key=lambda j: (-stage[j], pred_sum[j], params[candidates[j]],
+                                                               candidates[j]))
+        front = self._pareto(np.column_stack([pred[a] for a in AXES]) if len(candidates) else np.zeros((0, 3)))
         top = [{"arch": candidates[j], "params": params[candidates[j]],
                 **{f"pred_rank_{a}": float(pred[a][j]) for a in AXES}, "pred_rank_sum": float(pred_sum[j]),
-                "pareto": bool(front[j]), "in_study": candidates[j] in index} for j in order]
+                "stage": int(stage[j]), "pareto": bool(front[j]), "in_study": candidates[j] in index} for j in order]
         # train the most promising few the study has not trained
         chosen = [str(t["arch"]) for t in top if not t["in_study"]][: options.train]
         trained_rows = self._train(ctx, chosen, dataset, seed, objs, values, ref) if chosen else []
@@ -294,6 +333,7 @@ class EnsembleSearchTask(TaskKind):
             "n_combinations": n_all,
             "n_candidates": len(candidates),
             "features": feat_names,
+            "n_measured": int((stage == 2).sum()),
             "cv": cv,
             "top": top[:25],
             "trained": trained_rows,
@@ -356,7 +396,8 @@ class EnsembleSearchTask(TaskKind):
         t0 = time.perf_counter()
         specs = [ctx.space.spec(a) for a in archs]
         results = train_batched(specs, ctx.dataset(dataset), TrainTask.train_config(cfg, seed),
-                                width=ctx.width(archs[0], dataset), seeds=seed, init=m.init, bias=m.bias)
+                                width=ctx.width(archs[0], dataset), seeds=seed, init=m.init, bias=m.bias,
+                                batchnorm=m.batchnorm)
         logger.info("ensemble search: trained %d candidates in %.1f s", len(archs), time.perf_counter() - t0)
         out = []
         for arch, result in zip(archs, results):
