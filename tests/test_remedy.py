@@ -26,12 +26,15 @@ from trilemma.analysis import (
     table1,
 )
 from trilemma.errors import ConfigError, InvalidArgumentError
+from trilemma.models import build_ensemble
 from trilemma.report import build_report_for_study
 from trilemma.report._remedy import RemedyData, lrs_text, remedy_data
+from trilemma.spaces import EnsembleSpec
 from trilemma.study import load_outputs, load_results, plan_study, run_study
 from trilemma.study._config import load_config
 from trilemma.study._context import TaskContext
 from trilemma.study.tasks import EnsembleSearchTask
+from trilemma.study.tasks.ensemble_search import live_key
 
 OBJS = (Objective("expressivity", "expressivity", False), Objective("convergence", "epochs_to_50", False),
         Objective("generalization", "generalization_gap", False))
@@ -303,3 +306,17 @@ def test_search_options_and_space_are_checked(tmp_path: Path) -> None:
     cfg["measures"] = {"names": ["nngp_lambda_min"]}
     with pytest.raises(ConfigError, match=r"ensemble_search: needs a \[training\] section"):
         plan_study(cfg)
+
+
+def test_live_key_groups_exactly_the_ensembles_that_build_one_network() -> None:
+    names = ["0_20_002@0.2+0_20_012@0.6", "0_20_002@0.2+0_21_002@0.6", "0_20_012@0.2+0_21_002@0.6",
+             "0_20_002@0.6+0_20_012@0.2", "1_22_221+2_02_002", "2_02_002+1_22_221", "1_20_002+0_20_012",
+             "1_20_002+0_20_002", "2_22_221@0.5", "2_22_221@0.4"]
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0))
+    outs = {n: build_ensemble(EnsembleSpec.parse(n).name, 64, 10, 16, seed=0)(x).detach() for n in names}
+    for a in names:
+        for b in names:
+            same_key = live_key(EnsembleSpec.parse(a)) == live_key(EnsembleSpec.parse(b))
+            assert same_key == bool(torch.equal(outs[a], outs[b])), (a, b)
+    # node 1 is live in the union when another member feeds it: 1→3 of 0_20_012 then counts
+    assert live_key(EnsembleSpec.parse("1_20_002+0_20_012")) != live_key(EnsembleSpec.parse("1_20_002+0_20_002"))

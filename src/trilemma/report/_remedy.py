@@ -285,7 +285,11 @@ def _search_sentence(s: Mapping[str, Any]) -> str:
     cv = s.get("cv") or {}
     text = (f"Members: the top cells of each axis ({', '.join(s.get('members', []))}); {s.get('n_candidates')} of "
             f"{s.get('n_combinations')} ensembles are within the budget of {_params(s.get('budget'))} parameters "
-            f"({s.get('budget_rule')}); {len(s.get('trained') or [])} trained.")
+            f"({s.get('budget_rule')}"
+            + (f"; {s['n_dead_edge_duplicates']} more differ from one of them only in dead edges and were dropped"
+               if s.get("n_dead_edge_duplicates") else "")
+            + (f"; {s['n_measured']} measured at initialization" if s.get("n_measured") else "")
+            + f"); {len(s.get('trained') or [])} trained.")
     if cv.get("tau_rank_sum") is not None:
         text += (f" 5-fold cross-validation of the predictor over the study's {cv['n']} ensembles: Kendall τ between "
                  f"predicted and trained rank sum {cv['tau_rank_sum']:+.2f}.")
@@ -296,6 +300,10 @@ def _search_sentence(s: Mapping[str, Any]) -> str:
         text += (f" Best found: {best['arch']} with rank sum {best['rank_sum']:.0f} and {_params(best['params'])} "
                  f"parameters, {better} row I ({row_i.get('arch')}, {row_i.get('rank_sum', math.nan):.0f}, "
                  f"{_params(row_i.get('params'))} parameters).")
+    study_best = s.get("study_best") or s.get("best_study_ensemble")
+    if study_best:
+        text += (f" Best ensemble the study itself trained: {study_best['arch']} (rank sum "
+                 f"{study_best['rank_sum']:.0f}, {_params(study_best['params'])} parameters).")
     return text
 
 

@@ -50,7 +50,7 @@ from trilemma.study._config import StudyConfig
 from trilemma.study._context import TaskContext
 from trilemma.study._task_api import TaskKind, get_task
 
-__all__ = ["EnsembleSearchOptions", "EnsembleSearchTask"]
+__all__ = ["EnsembleSearchOptions", "EnsembleSearchTask", "live_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,29 @@ def _float(v: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
     return f if math.isfinite(f) else math.nan
+
+
+def live_key(spec: Any) -> tuple[Any, ...]:
+    """What an ensemble computes, up to edges the output never depends on: each member's ops with
+    the edges into or out of a dead node zeroed (a node is live when the union multigraph joins it
+    to the input and to the output), with the member's ratio, in member order (it fixes how the
+    weights are drawn), then the stem and readout ratios. Ensembles with one key differ only in
+    dead edges (e.g. ``0_20_002`` and ``0_20_012``: node 1 has no input) and build the same
+    network from one seed, so the search keeps one of them.
+    """
+    edges = [(s, t) for s, t, op, _ in spec.edges() if op]
+    h = spec.nodes
+    fwd, bwd = {0}, {h}
+    for s, t in sorted(edges):
+        if s in fwd:
+            fwd.add(t)
+    for s, t in sorted(edges, key=lambda e: -e[0]):
+        if t in bwd:
+            bwd.add(s)
+    live = fwd & bwd
+    members = tuple((tuple(op if s in live and t in live else 0 for s, t, op in m.cell.edges()), m.ratio)
+                    for m in spec.members)
+    return (members, spec.stem_ratio, spec.readout_ratio)
 
 
 class EnsembleSearchTask(TaskKind):
@@ -258,6 +281,11 @@ class EnsembleSearchTask(TaskKind):
                     if effective(name) <= budget:
                         candidates.append(name)
         candidates = list(dict.fromkeys(candidates))
+        seen: dict[tuple[Any, ...], str] = {}
+        for name in candidates:  # one of each set that differs only in dead edges
+            seen.setdefault(live_key(ctx.space.spec(name)), name)
+        n_duplicates = len(candidates) - len(seen)
+        candidates = list(seen.values())
         if len(candidates) > options.max_candidates:
             raise InvalidArgumentError(f"ensemble_search: {len(candidates)} candidates within budget exceed "
                                        f"max_candidates = {options.max_candidates}; lower top_k, sizes or ratios")
@@ -332,6 +360,7 @@ class EnsembleSearchTask(TaskKind):
             "members": members,
             "n_combinations": n_all,
             "n_candidates": len(candidates),
+            "n_dead_edge_duplicates": n_duplicates,
             "features": feat_names,
             "n_measured": int((stage == 2).sum()),
             "cv": cv,
