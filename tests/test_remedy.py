@@ -320,3 +320,16 @@ def test_live_key_groups_exactly_the_ensembles_that_build_one_network() -> None:
             assert same_key == bool(torch.equal(outs[a], outs[b])), (a, b)
     # node 1 is live in the union when another member feeds it: 1→3 of 0_20_012 then counts
     assert live_key(EnsembleSpec.parse("1_20_002+0_20_012")) != live_key(EnsembleSpec.parse("1_20_002+0_20_002"))
+
+
+def test_cli_report_prints_table1(tiny_study: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
+    from trilemma.cli import main
+
+    tmp, _ = tiny_study
+    assert main(["report", str(tmp / "tiny.sqlite"), "--out", str(tmp / "report_cli")]) == 0
+    out = capsys.readouterr().out
+    assert "Table 1 (ranks among the single cells; ties: min rank)" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ("I", "V")}
+    assert "1_22_221@0.2+2_02_002@0.5" in lines["V"] and lines["V"].rstrip().endswith("109")  # the paper's sum
+    assert lines["I"].rstrip().endswith("152")
+    assert "row V" in out and "row I on this study's data" in out
