@@ -77,7 +77,10 @@ def test_dag_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.skipif(not (SHARED / "nb201_cifar10_val.csv").is_file(), reason="reference data ../shared/data is absent")
 def test_nb201_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    toml = _config("nb201_cifar10.toml", tmp_path,
+    # the example measures with the fused proxy_suite; here the measures kind on a sample (one
+    # producer per column), the lookup kept
+    lookup = tomllib.loads((EXAMPLES / "nb201_cifar10.toml").read_text())["tasks"]["lookup"]
+    toml = _config("nb201_cifar10.toml", tmp_path, tasks={"lookup": lookup},
                    space={"name": "nb201", "options": {"N": 1}, "sample": {"n": 12, "seed": 0}},
                    model={"width": 4},
                    measures={"names": ["naswot", "jacob_cov"], "batch_size": 8, "on_error": "record",
