@@ -159,12 +159,12 @@ def plot_pruning_grid(grid: PruningGrid) -> Figure:
         fig = Figure(figsize=(6.2, 4.6), layout="constrained")
         ax = fig.subplots()
         p = pts["params"].to_numpy(float)
-        size = 60 + 500 * (p - np.nanmin(p)) / max(np.nanmax(p) - np.nanmin(p), 1) if np.isfinite(p).any() else 200
+        size = 160 + 440 * (p - np.nanmin(p)) / max(np.nanmax(p) - np.nanmin(p), 1) if np.isfinite(p).any() else 300
         sc = ax.scatter(pts["ratio_1"], pts["ratio_2"], c=pts["rank_sum"], s=size, cmap="viridis_r",
                         edgecolors="black", linewidths=0.4)
         for _, r in pts.iterrows():
             ax.annotate(f"{r['rank_sum']:.0f}", (r["ratio_1"], r["ratio_2"]), fontsize=7, ha="center", va="center",
-                        color="white" if r["rank_sum"] < pts["rank_sum"].median() else "black")
+                        color="black" if r["rank_sum"] < pts["rank_sum"].median() else "white")  # viridis_r: low is light
         fig.colorbar(sc, ax=ax, label="rank sum among the single cells (lower is better)")
         m1, m2 = grid.members[0], grid.members[1]
         keys = list(grid.taus)
@@ -172,7 +172,7 @@ def plot_pruning_grid(grid: PruningGrid) -> Figure:
         p1, p2 = grid.published.get(m1), grid.published.get(m2)
         ax.set_xlabel(f"pruning ratio of {m1}  (τ with rank sum {t1:+.2f}" + (f"; paper {p1:+.2f})" if p1 is not None else ")"))
         ax.set_ylabel(f"pruning ratio of {m2}  (τ {t2:+.2f}" + (f"; paper {p2:+.2f})" if p2 is not None else ")"))
-        ax.set_title(f"Ensemble {m1} + {m2}: rank sum over the pruning grid (marker size: effective parameters)")
+        ax.set_title(f"Ensemble {m1} + {m2}: rank sum over the pruning grid\n(marker size: effective parameters)")
     return fig
 
 
