@@ -184,7 +184,7 @@ def test_report_notes_what_it_could_not_show(tmp_path, results):
     assert "data:image/png;base64," in paths.html.read_text(encoding="utf-8")
     with pytest.raises(InvalidArgumentError, match="figures must be a subset"):
         write_report(data, tmp_path, figures=("maps",))
-    assert set(FIGURE_KINDS) == {"axes", "quantities", "indicators", "curves", "pareto"}
+    assert set(FIGURE_KINDS) == {"axes", "quantities", "indicators", "curves", "pareto", "remedy"}
 
 
 def test_report_renders_without_ground_truth_and_says_so(tmp_path):
@@ -215,6 +215,7 @@ def test_build_report_for_study_reads_the_study_api(tmp_path, monkeypatch, resul
 
     fake.load_results = load_results
     fake.load_curves = lambda study: None
+    fake.load_outputs = lambda study: []
     fake.load_metadata = lambda study: {"config_file": str(study), "wall_time_s": 3.0}
     monkeypatch.setitem(sys.modules, "trilemma.study", fake)
     monkeypatch.setattr("trilemma.study", fake, raising=False)

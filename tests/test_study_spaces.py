@@ -77,6 +77,7 @@ def test_dag_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.skipif(not (SHARED / "nb201_cifar10_val.csv").is_file(), reason="reference data ../shared/data is absent")
 def test_nb201_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the example's fused proxy_suite, reduced, on a sample of the cells; the lookup kept
     toml = _config("nb201_cifar10.toml", tmp_path,
                    space={"name": "nb201", "options": {"N": 1}, "sample": {"n": 12, "seed": 0}},
                    model={"width": 4},

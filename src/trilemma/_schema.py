@@ -40,7 +40,10 @@ DTYPES: tuple[str, ...] = ("float", "int", "bool", "str")
 #: centre filter, compared with and without in the search simulation).
 #: ``"truth"`` marks a trained column its producer proposes as the ground truth of the axes it
 #: has directions on (the analysis takes the first such column per axis unless told otherwise).
-ROLES: tuple[str, ...] = ("", "group", "filter", "truth")
+#: ``"reference"`` marks a boolean column selecting the rows that form the reference population
+#: (the ensemble space: the plain single cells); analyses correlate and rank over those rows and
+#: place the other rows (ensembles, pruned cells) among them.
+ROLES: tuple[str, ...] = ("", "group", "filter", "truth", "reference")
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,10 @@ class ResultSchema:
             if c.role == "truth" and axis in c.directions:
                 return c.name
         return None
+
+    def reference(self) -> str | None:
+        """The first ``role="reference"`` column (``None``: every row is a reference row)."""
+        return next((c.name for c in self if c.role == "reference"), None)
 
     def group_keys(self) -> tuple[str, ...]:
         """The columns whose value pairs form the topology groups (``role="group"``)."""

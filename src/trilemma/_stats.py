@@ -15,7 +15,7 @@ from scipy import stats
 
 from trilemma.errors import InvalidArgumentError
 
-__all__ = ["kendall_tau", "rank_correlation_value", "spearman_rho"]
+__all__ = ["kendall_tau", "placed_rank", "rank_correlation_value", "spearman_rho"]
 
 
 def _pairs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -51,3 +51,22 @@ def kendall_tau(x: Any, y: Any) -> float:
 def spearman_rho(x: Any, y: Any) -> float:
     """Spearman ρ over the finite pairs (NaN when undefined)."""
     return rank_correlation_value(x, y, "spearman")[0]
+
+
+def placed_rank(values: Any, reference: Any, higher_is_better: bool) -> np.ndarray:
+    """Rank of each value among the finite ``reference`` values: ``1 +`` the number of reference
+    values strictly better (1 = best). For a member of ``reference`` this is its ``"min"`` rank
+    (ties share the best rank of their block, 1, 2, 2, 4), as the paper's Table 1 ranks;
+    NaN where a value is missing.
+
+    Raises:
+        InvalidArgumentError: no finite reference value.
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    ref = np.asarray(reference, dtype=float).ravel()
+    ref = ref[np.isfinite(ref)]
+    if not len(ref):
+        raise InvalidArgumentError("placed_rank needs at least one finite reference value")
+    sign = -1.0 if higher_is_better else 1.0
+    better = np.searchsorted(np.sort(sign * ref), sign * v, side="left").astype(float)
+    return np.where(np.isfinite(v), better + 1.0, np.nan)

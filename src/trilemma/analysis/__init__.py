@@ -65,10 +65,32 @@ from trilemma.analysis._ranking import (
     resolve_objectives,
     verdict,
 )
+from trilemma.analysis._remedy import (
+    ConvergenceRateSummary,
+    PruningGrid,
+    Table1,
+    best_lr_correlations,
+    convergence_rate_summary,
+    lr_table,
+    placed_ranks,
+    pruning_grids,
+    reference_mask,
+    table1,
+)
 from trilemma.analysis._synthetic import synthetic_curves, synthetic_results
 from trilemma.analysis._table import aggregate_seeds, group_means, resolve_group_by
 
 __all__ = [
+    "ConvergenceRateSummary",
+    "PruningGrid",
+    "Table1",
+    "best_lr_correlations",
+    "convergence_rate_summary",
+    "lr_table",
+    "placed_ranks",
+    "pruning_grids",
+    "reference_mask",
+    "table1",
     "AGREEMENT_COLUMNS",
     "AGREEMENT_KINDS",
     "AXES",

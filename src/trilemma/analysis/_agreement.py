@@ -127,9 +127,10 @@ def published_columns() -> list[str]:
     return seen
 
 
-#: Producers whose columns are the papers' quantities: the DAG space's topology, the training
-#: task's ground truth and the measures (published values are attached only to those).
-_PAPER_SOURCES = {"topology": ("space:dag",), "trained": ("train",), "init": ("measures",)}
+#: Producers whose columns are the papers' quantities: the DAG space's topology (also the
+#: ensemble space's, whose single cells are the DAG cells: its report covers those rows), the
+#: training task's ground truth and the measures (published values are attached only to those).
+_PAPER_SOURCES = {"topology": ("space:dag", "space:ensemble"), "trained": ("train",), "init": ("measures",)}
 
 
 def _is_papers(column: str, kind: str, schema: ResultSchema | None) -> bool:

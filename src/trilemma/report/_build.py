@@ -29,6 +29,7 @@ from trilemma.report._plots import (
     plot_topology_map,
     save_figure,
 )
+from trilemma.report._remedy import lrs_text, remedy_figures
 
 __all__ = ["FIGURE_KINDS", "ReportPaths", "build_report", "build_report_for_study", "write_report"]
 
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 _EMBED = {"svg": "image/svg+xml", "png": "image/png"}
 #: Figure families a report can draw (``figures=`` of :func:`write_report`).
-FIGURE_KINDS: tuple[str, ...] = ("axes", "quantities", "indicators", "curves", "pareto")
+FIGURE_KINDS: tuple[str, ...] = ("axes", "quantities", "indicators", "curves", "pareto", "remedy")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ def _render_figures(
     if data.curves is not None and "curves" in kinds:
         add(plot_curves(data.curves), "curves", "Training curves of the per-axis winners",
             "Loss and accuracy per epoch of each axis's best architecture (train solid, test dashed).")
+    if data.remedy is not None and "remedy" in kinds:
+        for fig, name, title, caption in remedy_figures(data.remedy):
+            add(fig, name, title, caption)
     if "pareto" not in kinds or data.pareto is None:
         return out
     add(plot_pareto(data.pareto), "pareto", "Pareto front",
@@ -116,6 +120,22 @@ def _jsonable(obj: object) -> object:
     return str(obj)
 
 
+def _remedy_json(data: ReportData) -> object:
+    r = data.remedy
+    if r is None:
+        return None
+    return {
+        "table1": r.table1.rows.to_dict(orient="records") if r.table1 is not None else None,
+        "v_beats_i": r.table1.v_beats_i if r.table1 is not None else None,
+        "grids": [{"members": list(g.members), "taus": {k: v[0] for k, v in g.taus.items()},
+                   "published": dict(g.published), "points": g.points.to_dict(orient="records")} for g in r.grids],
+        "search": r.search, "search_error": r.search_error,
+        "best_lr": r.best_lr.to_dict(orient="records") if r.best_lr is not None else None,
+        "convergence_rate": None if r.convergence is None else {"n": r.convergence.n, "within": r.convergence.within,
+                                                                "tau_rate_bound": r.convergence.tau_rate_bound},
+    }
+
+
 def write_report(
     data: ReportData, out_dir: str | os.PathLike[str], *, embed: str = "svg", figures: Sequence[str] = FIGURE_KINDS,
     html_name: str = "report.html",
@@ -130,7 +150,8 @@ def write_report(
         figures: Figure families to draw, a subset of :data:`FIGURE_KINDS`: ``"axes"`` (each
             axis's ground truth over the topology), ``"quantities"`` (each theory / at-init
             quantity over the topology), ``"indicators"`` (indicator vs ground-truth scatters),
-            ``"curves"`` (training curves of the winners, when given), ``"pareto"``.
+            ``"curves"`` (training curves of the winners, when given), ``"pareto"``, ``"remedy"``
+            (the pruning grid, the chosen learning rates, Theorem 4.3's check).
         html_name: File name of the page inside ``out_dir``.
 
     Returns:
@@ -156,12 +177,16 @@ def write_report(
     md_path.write_text(
         render_markdown(data, {f.title: f.png.relative_to(out).as_posix() for f, _, _ in rendered}), encoding="utf-8"
     )
+    lrs = lrs_text(data.remedy) if data.remedy is not None else None
+    if lrs is not None:
+        (out / "lrs.txt").write_text(lrs, encoding="utf-8")
     json_path = out / "summary.json"
     payload = {
         "title": data.title, "verdict": data.verdict.as_dict() if data.verdict else None,
         "missing_axes": dict(data.missing_axes), "headline": data.headline.to_dict(orient="records"),
         "agreement": data.agreement.to_dict(orient="records"), "notes": list(data.notes),
         "settings": data.settings, "metadata": data.metadata,
+        "remedy": _remedy_json(data),
     }
     json_path.write_text(json.dumps(_jsonable(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     logger.info("report written to %s", html_path)
@@ -189,6 +214,7 @@ def build_report(
     html_name: str = "report.html",
     axes: Sequence[AxisSpec] | None = None,
     exclude_unconverged: bool = False,
+    outputs: Sequence[Mapping[str, object]] = (),
 ) -> ReportPaths:
     """Analyse a results table and write the report.
 
@@ -214,6 +240,7 @@ def build_report(
         html_name: File name of the page.
         axes: Each axis's ground truth when ``objectives`` is not given (see :func:`report_data`).
         exclude_unconverged: Leave out runs that never reached the loss plateau.
+        outputs: Study-level outputs (``trilemma.study.load_outputs``).
 
     Returns:
         :class:`ReportPaths`.
@@ -225,6 +252,7 @@ def build_report(
         results, curves=curves, metadata=metadata, objectives=objectives, higher_is_better=higher_is_better,
         n_boot=n_boot, confidence=confidence, seed=seed, rank_method=rank_method, methods=methods,
         arch_col=arch_col, title=title, dataset=dataset, axes=axes, exclude_unconverged=exclude_unconverged,
+        outputs=outputs,
     )
     return write_report(data, out_dir, embed=embed, figures=figures, html_name=html_name)
 
@@ -273,6 +301,7 @@ def build_report_for_study(
     results = study_api.load_results(source)
     curves = study_api.load_curves(source)
     metadata = dict(study_api.load_metadata(source))
+    options.setdefault("outputs", study_api.load_outputs(source))
     if not metadata.get("study"):
         metadata["study"] = Path(study).stem
     raw_config = metadata.get("config")

@@ -25,6 +25,7 @@ from trilemma.analysis import (
     direction,
     published_columns,
     rank_table,
+    reference_mask,
     resolve_objectives,
     schema_of,
     verdict,
@@ -42,6 +43,7 @@ from trilemma.report._figdata import (
     pareto_data,
     topology_map_data,
 )
+from trilemma.report._remedy import RemedyData, remedy_data
 
 __all__ = ["ReportData", "report_data", "headline_table", "sign_summary", "SignSummary", "sign_agreement", "SIGN_THRESHOLD"]
 
@@ -75,6 +77,10 @@ class ReportData:
             measure (e.g. no ``[training]`` section) or where no architecture has a value.
         signs: How many of the paper's Fig. 3/4 pairs our signs reproduce.
         schema: The results' column schema (labels, kinds, directions).
+        remedy: The remedy sections (Table 1, pruning grids, the ensemble search, the best
+            learning rate, Theorem 4.3), when the study has their data. With a reference
+            column (the ensemble space's single cells), every other section covers the
+            reference rows only and the other rows are ranked among them here.
     """
 
     title: str
@@ -95,6 +101,7 @@ class ReportData:
     missing_axes: Mapping[str, str] = field(default_factory=dict)
     signs: SignSummary | None = None
     schema: ResultSchema = field(default_factory=ResultSchema)
+    remedy: RemedyData | None = None
 
     def label(self, column: str) -> str:
         """The display label of ``column`` (from the results' schema)."""
@@ -323,6 +330,7 @@ def report_data(
     dataset: str | None = None,
     axes: Sequence[AxisSpec] | None = None,
     exclude_unconverged: bool = False,
+    outputs: Sequence[Mapping[str, object]] = (),
 ) -> ReportData:
     """Compute everything a report shows.
 
@@ -348,6 +356,7 @@ def report_data(
         exclude_unconverged: Leave out runs whose training loss never met the plateau rule
             (``converged`` false). By default they are kept (their expressivity and gap come
             from the last epochs): dropping them removes the slowest, deep-narrow cells.
+        outputs: Study-level outputs (``trilemma.study.load_outputs``; the ensemble search).
 
     Returns:
         A :class:`ReportData`.
@@ -384,6 +393,13 @@ def report_data(
             notes.append(f"all {plateaued} training runs reached the loss plateau")
     df = aggregate_seeds(results, arch_col)
     df.attrs["schema"] = schema
+    full = df
+    reference = reference_mask(df)
+    if not reference.all():
+        df = df[reference].reset_index(drop=True)
+        df.attrs["schema"] = schema
+        notes.append(f"{int((~reference).sum())} ensembles / pruned cells are ranked among the {int(reference.sum())} "
+                     "single cells in the remedy section; every other section covers the single cells")
     notes.extend(_budget_note(df, metadata))
     if (df["n_seeds"] > 1).any():
         notes.append(f"{len(results)} rows averaged over seeds into {len(df)} architectures")
@@ -458,6 +474,9 @@ def report_data(
             if no_curve:
                 notes.append(f"no training curve for winner(s) {', '.join(no_curve)}")
     pareto = pareto_data(ranks, v, arch_col=arch_col) if v is not None and len(objs) >= 2 else None
+    remedy = remedy_data(full, objs, outputs=outputs, arch_col=arch_col, n_boot=min(n_boot, 200), seed=seed,
+                         dataset=dataset)
+    notes.extend(remedy.notes)
     if v is not None:
         table = df.merge(ranks[[arch_col, *[f"rank_{o.axis}" for o in objs], "rank_sum"]], on=arch_col, how="left")
         table["pareto"] = table[arch_col].astype(str).isin(set(v.pareto_front))
@@ -480,5 +499,5 @@ def report_data(
         title=title, results=table, n_input_rows=len(results), verdict=v, ranks=ranks, agreement=agreement,
         headline=headline, axis_columns=columns, maps=tuple(maps), scatters=scatters, curves=cd, pareto=pareto,
         metadata=metadata, settings=settings, notes=tuple(notes), missing_axes=missing, signs=sign_summary(headline),
-        schema=schema,
+        schema=schema, remedy=None if remedy.empty else remedy,
     )

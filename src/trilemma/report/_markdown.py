@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from trilemma.analysis import Verdict, published_columns
 from trilemma.report._data import ReportData
 from trilemma.report._html import format_value
+from trilemma.report._remedy import remedy_markdown
 
 __all__ = ["render_markdown"]
 
@@ -81,6 +82,8 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str] | None = N
     if data.missing_axes:
         out += ["Axes without a trained ground truth:", "",
                 *[f"- {_md(axis)}: {_md(why)}" for axis, why in data.missing_axes.items()], ""]
+    if data.remedy is not None:
+        out += remedy_markdown(data.remedy)
     out += _rest(data, figure_files, top)
     return "\n".join(out)
 

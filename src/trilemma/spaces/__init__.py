@@ -84,3 +84,26 @@ __all__ += [
     "sample_nb201",
     "unique_nb201_cells",
 ]
+
+# Ensembles of cells and randomly pruned cells (Table 1 / Figure 7 of Chen, Huang & Wang 2023).
+from trilemma.spaces._ensemble import (  # noqa: E402
+    ENSEMBLE_COLUMNS,
+    MAX_RATIO_DECIMALS,
+    EnsembleSpec,
+    Member,
+    ensemble_count_params,
+    format_ratio,
+    multigraph_topology,
+    pruned_count,
+)
+
+__all__ += [
+    "ENSEMBLE_COLUMNS",
+    "MAX_RATIO_DECIMALS",
+    "EnsembleSpec",
+    "Member",
+    "ensemble_count_params",
+    "format_ratio",
+    "multigraph_topology",
+    "pruned_count",
+]

@@ -39,6 +39,7 @@ __all__ = [
     "load_schema",
     "study_status",
     "StudyStatus",
+    "load_outputs",
     "export_study",
     "to_nb_suite_zero",
     "EXPORT_FORMATS",
@@ -362,6 +363,40 @@ def study_status(study: str | Path | StudyConfig, *, include_stale: bool = False
             meta={k: v for k, v in meta.items() if k != "config"}, live=store.is_locked(),
             stale=0 if include_stale else store.stale_count(),
         )
+
+
+def load_outputs(study: str | Path | StudyConfig, kind: str | None = None) -> list[dict[str, Any]]:
+    """The outputs of the study's study-level task kinds (e.g. ``ensemble_search``).
+
+    Args:
+        study: A config, a TOML path, a store path, or a study name in ``runs/``.
+        kind: Only this kind's outputs.
+
+    Returns:
+        One dict per (kind, dataset, seed), sorted: ``kind``, ``dataset``, ``seed``, ``status``
+        (``complete`` / ``failed``), ``payload`` (the kind's JSON output; absent when failed),
+        ``error`` (the traceback when failed), ``started_at``, ``finished_at``, ``seconds``, ``hash``.
+
+    Raises:
+        StoreError: No store, or an unreadable one.
+    """
+    store, _ = open_study(study)
+    with store:
+        meta = store.meta()
+    out = []
+    for key, text in sorted(meta.items()):
+        if not key.startswith("output:"):
+            continue
+        name = key[len("output:"):].split(":", 1)[0]
+        if kind is not None and name != kind:
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError:
+            logger.warning("unreadable output %s in %s", key, store.path)
+            continue
+        out.append({"kind": name, **record})
+    return out
 
 
 def load_metadata(study: str | Path | StudyConfig) -> dict[str, Any]:

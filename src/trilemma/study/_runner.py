@@ -32,7 +32,17 @@ from trilemma.study._executors import Executor, cpu_count, list_executors, make_
 from trilemma.study._resources import check_datasets, check_device, check_memory
 from trilemma.study._spaces import select_archs
 from trilemma.study._store import Store
-from trilemma.study._task_api import Job, Outcome, TaskKey, TaskKind, check_task_names, get_task, now_iso, task_hash
+from trilemma.study._task_api import (
+    Job,
+    Outcome,
+    TaskKey,
+    TaskKind,
+    check_task_names,
+    encode_payload,
+    get_task,
+    now_iso,
+    task_hash,
+)
 from trilemma.study._worker import load_plugins
 
 __all__ = ["KindProgress", "StudyPlan", "Progress", "StudySummary", "plan_study", "run_study", "make_jobs",
@@ -146,7 +156,9 @@ def plan_study(config: StudyConfig | str | Path | Mapping[str, Any], *, force: b
     for name, (kind, options) in sorted(kinds.items(), key=lambda kv: (kv[1][0].priority, kv[0])):
         datasets = (cfg.datasets or ("",)) if kind.uses_data else ("",)
         seeds = cfg.seed_list if kind.uses_seed else (0,)
-        mine = kind.select(options, archs)
+        if kind.study_level:
+            continue  # runs after the tasks, on the results (_run_study_level)
+        mine = kind.select(options, archs, space=ctx.space)
         for dataset in datasets:
             h = task_hash(kind, cfg, options, dataset)
             for seed in seeds:
@@ -173,6 +185,7 @@ def result_schema(ctx: TaskContext, kinds: Mapping[str, tuple[TaskKind, Any]]) -
         SchemaError: two producers declare one column.
     """
     produced = ResultSchema()
+    kinds = {name: ko for name, ko in kinds.items() if not ko[0].study_level}  # their output is not rows
     for name, (kind, options) in sorted(kinds.items(), key=lambda kv: (kv[1][0].priority, kv[0])):
         produced.extend(c if c.source else Column(**{**c.as_dict(), "source": name}) for c in kind.columns(ctx, options))
     schema = ResultSchema(ctx.space.describe_columns())
@@ -504,6 +517,8 @@ def run_study(
                     logger.warning("interrupted: tasks in flight go back to pending; run again to resume")
                 finally:
                     st.requeue_running()
+            if not summary.interrupted:
+                _run_study_level(plan, st, summary, ran_now=bool(todo))
             st.set_meta(last_run_finished=now_iso())
             summary.counts = st.counts()
     except BaseException:
@@ -514,6 +529,56 @@ def run_study(
     if summary.failed:
         logger.info("%d task(s) failed; see `trilemma status %s`", summary.failed, path)
     return summary
+
+
+#: Prefix of the ``meta`` keys that hold the outputs of study-level kinds.
+OUTPUT_PREFIX = "output:"
+
+
+def _run_study_level(plan: StudyPlan, st: Store, summary: StudySummary, *, ran_now: bool) -> None:
+    """Run every study-level kind once per (dataset, seed) on the study's results and store its
+    output in the store's ``meta`` table (skipped when nothing changed since its last output)."""
+    import traceback
+
+    from trilemma.study._results import load_results
+
+    cfg = plan.config
+    levels = [(n, k, o) for n, (k, o) in sorted(plan.kinds.items()) if k.study_level]
+    if not levels:
+        return
+    meta = st.meta()
+    results = None
+    for name, kind, options in levels:
+        for dataset in ((cfg.datasets or ("",)) if kind.uses_data else ("",)):
+            h = task_hash(kind, cfg, options, dataset)
+            for seed in (cfg.seed_list if kind.uses_seed else (0,)):
+                key = f"{OUTPUT_PREFIX}{name}:{dataset}:{seed}"
+                old = json.loads(meta[key]) if key in meta else None
+                if old and old.get("hash") == h and old.get("status") == "complete" and not ran_now:
+                    continue
+                if results is None:
+                    results = load_results(st.path)
+                rows = results[(results["dataset"].fillna("") == dataset) | (dataset == "")] if "dataset" in results else results
+                if "seed" in rows and rows["seed"].notna().any():
+                    rows = rows[rows["seed"] == seed]
+                rows.attrs["schema"] = results.attrs.get("schema")
+                started, t0 = now_iso(), time.perf_counter()
+                record: dict[str, Any] = {"hash": h, "started_at": started, "dataset": dataset, "seed": seed}
+                try:
+                    payload = kind.run_study(plan.context, rows.reset_index(drop=True), dataset, seed, options)
+                    record.update(status="complete", payload=json.loads(encode_payload(payload)))
+                    summary.complete += 1
+                except Exception:  # noqa: BLE001 - recorded like a failed task
+                    error = traceback.format_exc()
+                    record.update(status="failed", error=error)
+                    summary.failed += 1
+                    summary.failures.append((TaskKey("*", name, dataset, seed), first_error_line(error)))
+                    logger.warning("study-level %s (%s seed %d) failed: %s", name, dataset, seed, first_error_line(error))
+                summary.ran += 1
+                record.update(finished_at=now_iso(), seconds=time.perf_counter() - t0)
+                st.set_meta(**{key: json.dumps(record, sort_keys=True, allow_nan=False)})
+                logger.info("study-level %s (%s seed %d): %s in %.1f s", name, dataset, seed, record["status"],
+                            record["seconds"])
 
 
 def _job_seconds(job: Job, outcomes: Sequence[Outcome]) -> float:

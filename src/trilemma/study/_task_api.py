@@ -13,6 +13,12 @@ and three reserved keys: ``"info"`` (``{"width": .., "params": ..}``: how the mo
 built), ``"curves"`` (``{name: [per-epoch values]}``) and ``"extras"`` (anything else worth
 keeping). Non-finite floats are stored as ``null``. A kind may return :class:`TaskOutput` to
 mark a result ``"diverged"``. Check a new kind with :func:`trilemma.testing.check_task_kind`.
+
+A *study-level* kind (:attr:`TaskKind.study_level`) has no per-architecture tasks: it runs once
+per dataset and seed, in the driver, after every per-architecture task of the run is final,
+on the study's results table (:meth:`TaskKind.run_study`), and its JSON output is stored with
+the study (:func:`trilemma.study.load_outputs`), e.g. a search that trains a few new
+architectures chosen from the trained ones.
 """
 
 from __future__ import annotations
@@ -136,6 +142,8 @@ class TaskKind:
         options_model: Pydantic model validating ``[tasks.<name>]`` (plug-in kinds).
         requires: Space capabilities (:data:`~trilemma.spaces.CAPABILITIES`) the kind needs;
             planning refuses a study whose space lacks one.
+        study_level: The kind runs once per (dataset, seed) on the study's results
+            (:meth:`run_study`) instead of once per architecture (module docstring).
     """
 
     name: str = "?"
@@ -145,6 +153,7 @@ class TaskKind:
     priority: int = 5
     options_model: type[BaseModel] | None = None
     requires: frozenset[str] = frozenset()
+    study_level: bool = False
 
     def options(self, config: StudyConfig) -> Any:
         """This kind's validated options from the config (``[tasks.<name>]`` by default)."""
@@ -163,9 +172,13 @@ class TaskKind:
             return format_validation_error(err, self.options_model, prefix=("tasks", self.name))
         return []
 
-    def select(self, options: Any, archs: Sequence[str]) -> list[str]:
-        """The architectures this kind runs on: all of the study's, or the seeded subset its
-        options ask for (``sample = {n, seed}`` in its section)."""
+    def select(self, options: Any, archs: Sequence[str], space: Any = None) -> list[str]:
+        """The architectures this kind runs on: all of the study's, those whose descriptive
+        columns match its ``only = {column: value}`` option (needs the study's ``space``), then
+        the seeded subset its options ask for (``sample = {n, seed}`` in its section)."""
+        only = getattr(options, "only", None)
+        if only and space is not None:
+            archs = [a for a in archs if all(space.describe(a).get(k) == v for k, v in only.items())]
         sample = getattr(options, "sample", None)
         if sample is None:
             return list(archs)
@@ -207,6 +220,11 @@ class TaskKind:
 
     def run(self, ctx: TaskContext, arch: str, dataset: str, seed: int, options: Any) -> dict[str, Any] | TaskOutput:
         """Compute one payload. Exceptions mark the task failed (with the traceback)."""
+        raise NotImplementedError
+
+    def run_study(self, ctx: TaskContext, results: Any, dataset: str, seed: int, options: Any) -> dict[str, Any]:
+        """Compute a study-level kind's output (JSON-serializable) from the study's results
+        (a ``load_results`` table); only called when :attr:`study_level` is true."""
         raise NotImplementedError
 
     def run_batch(

@@ -69,3 +69,30 @@ __all__ = [
     "monte_carlo",
     "great_circle",
 ]
+
+# Ensembles of cells and pruned cells: the multigraph kernels (Table 1 / Figure 7 of the paper).
+from trilemma.theory._multigraph import (  # noqa: E402
+    ENSEMBLE_THEORY_COLUMNS,
+    MultigraphKernels,
+    NetWeights,
+    draw_weights,
+    ensemble_edges,
+    ensemble_kernels,
+    ensemble_theory_row,
+    multigraph_kernels,
+    multigraph_monte_carlo,
+    net_kernels,
+)
+
+__all__ += [
+    "ENSEMBLE_THEORY_COLUMNS",
+    "MultigraphKernels",
+    "NetWeights",
+    "draw_weights",
+    "ensemble_edges",
+    "ensemble_kernels",
+    "ensemble_theory_row",
+    "multigraph_kernels",
+    "multigraph_monte_carlo",
+    "net_kernels",
+]

@@ -52,6 +52,16 @@ same mini-batch order, same optimizer), but runs all models together:
   over a chunk's models (``(B, d) @ (d, C·m)``) was slower than the batched GEMM at
   m = 256. See ``benchmarks/train_space.py`` for the measured ratios.
 
+* **Ensembles and pruning.** A batch may hold ensembles of cells on shared nodes and
+  randomly pruned cells (:class:`~trilemma.spaces.EnsembleSpec`; Chen, Huang & Wang,
+  AutoML-Conf 2023, Table 1). The cell's graph becomes a multigraph of *edge slots*
+  ``(s, t, member)``: a model with fewer members has zero edges in the others, so single cells,
+  two-member ensembles and pruned variants share one layout and one computation. A pruned
+  weight matrix carries a fixed 0/1 mask, stacked like the weights (bias rows are 1); after
+  every update of a run of models that holds a mask, the weights (fused SGD) or their
+  gradients (momentum, weight decay, Adam, autocast) are multiplied by it, so pruned weights
+  stay exactly zero and their gradients are masked, as in :class:`~trilemma.models.MaskedLinear`.
+
 BatchNorm is not supported here (use :func:`~trilemma.training.train` per model).
 """
 
@@ -73,7 +83,7 @@ from torch import nn
 
 from trilemma._checks import is_int
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
-from trilemma.spaces import LINEAR, SKIP, CellSpec
+from trilemma.spaces import LINEAR, SKIP, CellSpec, EnsembleSpec
 from trilemma.training._config import (
     EpochCallback,
     EpochRecord,
@@ -88,7 +98,7 @@ from trilemma.training._trainer import _check_batches, _check_dataset, _flat
 
 if TYPE_CHECKING:
     from trilemma.data import Dataset
-    from trilemma.models import DAGMLP
+    from trilemma.models import DAGMLP, EnsembleMLP
 
 __all__ = ["train_batched", "DEFAULT_CPU_CHUNK"]
 
@@ -174,44 +184,55 @@ class _Chunk:
 
 @dataclass
 class _Weights:
-    """Initial weights of one DAG-MLP: ``layers[name] = (W (out, in), b (out,) or None, factor)``.
+    """Initial weights of one DAG-MLP or ensemble: ``layers[name] = (W (out, in), b (out,) or None, factor)``.
 
-    Names: ``"stem"``, ``"s_t"`` for linear edges, ``"readout"``; ``factor`` is the NTK
-    ``Scale`` in front of the layer (1 for He init).
+    Names: ``"stem"``, the edge names of :func:`~trilemma.models.edge_name` (``"s_t"`` for the
+    first member), ``"readout"``; ``factor`` is the NTK ``Scale`` in front of the layer (1 for
+    He init). ``masks[name]`` is the ``(out, in)`` 0/1 pruning mask of a pruned layer.
     """
 
-    spec: CellSpec
+    spec: EnsembleSpec
     layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, float]]
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_params(self) -> int:
         return sum(w.numel() + (0 if b is None else b.numel()) for w, b, _ in self.layers.values())
 
 
-def _weights_of(model: DAGMLP) -> _Weights:
-    """The layers of a built model."""
+def _weights_of(model: DAGMLP | EnsembleMLP) -> _Weights:
+    """The layers (and pruning masks) of a built model."""
+    from trilemma.models import MaskedLinear
+
     layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, float]] = {}
+    masks: dict[str, torch.Tensor] = {}
     for name, seq in [("stem", model.stem), *model.edges.items(), ("readout", model.readout)]:
         lin, factor = _layer_parts(seq)  # type: ignore[arg-type]
         layers[name] = (lin.weight.detach(), None if lin.bias is None else lin.bias.detach(), factor)
-    return _Weights(model.spec, layers)
+        if isinstance(lin, MaskedLinear):
+            masks[name] = lin.weight_mask.detach()
+    return _Weights(EnsembleSpec.parse(model.spec), layers, masks)
 
 
-def _seeded_weights(spec: CellSpec, d: int, k: int, m: int, *, bias: bool, init: str, seed: int,
+def _seeded_weights(spec: EnsembleSpec | CellSpec, d: int, k: int, m: int, *, bias: bool, init: str, seed: int,
                     dtype: torch.dtype) -> _Weights:
     """The initial weights ``build_model(spec, d, k, m, bias=bias, init=init, seed=seed)`` draws.
 
     Replays the same random stream without building modules (``build_model`` reseeds the
     global generator, which is slow in a loop of hundreds of models): per layer, in
-    construction order (stem, linear edges in string order, readout), ``nn.Linear``'s
-    default initialization draws (uniform weight, uniform bias) and then the DAG-MLP's
-    ``normal_`` weight. :func:`train_batched` checks it against ``build_model`` on the first
-    model and falls back to building every model if they ever differ.
+    construction order (stem, each member's linear edges in string order, readout),
+    ``nn.Linear``'s default initialization draws (uniform weight, uniform bias) and then the
+    DAG-MLP's ``normal_`` weight; the pruning masks come from their own generators
+    (:func:`~trilemma.models.ensemble_masks`). :func:`train_batched` checks it against the
+    built model on the first model and falls back to building every model if they ever differ.
     """
+    from trilemma.models import ensemble_masks, layer_shapes
+
+    spec = EnsembleSpec.parse(spec)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    shapes = [("stem", d, m, 2.0)]
-    shapes += [(f"{s}_{t}", m, m, 2.0) for s, t, op in spec.edges() if op == LINEAR]
-    shapes.append(("readout", m, k, 1.0))
+    shapes = [(name, fan_in, fan_out, 1.0 if name == "readout" else 2.0)
+              for name, fan_in, fan_out, _ in layer_shapes(spec, d, k, m)]
+    masks = ensemble_masks(spec, d, k, m, seed, dtype=dtype) if spec.pruned else {}
     layers: dict[str, tuple[torch.Tensor, torch.Tensor | None, float]] = {}
     for name, fan_in, fan_out, gain in shapes:
         w = torch.empty(fan_out, fan_in, dtype=dtype)
@@ -226,8 +247,10 @@ def _seeded_weights(spec: CellSpec, d: int, k: int, m: int, *, bias: bool, init:
         else:
             w.normal_(0.0, 1.0, generator=gen)
             factor = math.sqrt(gain / fan_in)
+        if name in masks:
+            w.mul_(masks[name])
         layers[name] = (w, b, factor)
-    return _Weights(spec, layers)
+    return _Weights(spec, layers, masks)
 
 
 class _Stack:
@@ -238,9 +261,15 @@ class _Stack:
     front of the layer, 1 for He init), so ``f·(x_aug @ W_aug) = f·x Wᵀ + b``. The bias
     then needs no broadcast in the forward pass and its gradient comes out of the weight
     gradient GEMM, with exactly the gradient of the separate bias. Shapes (``A = 1`` with
-    biases, else 0): stem ``Ws (M, d + A, m)``, edge ``(s, t)`` ``We[e] (n_e, m + A, m)``
-    for the ``n_e`` models in which it is linear, readout ``Wr (M, k, m + A)`` (logits are
-    computed transposed, ``(k, B)`` per model).
+    biases, else 0): stem ``Ws (M, d + A, m)``, edge slot ``e = (s, t, member)``
+    ``We[e] (n_e, m + A, m)`` for the ``n_e`` models in which it is linear, readout
+    ``Wr (M, k, m + A)`` (logits are computed transposed, ``(k, B)`` per model).
+
+    Edge slots: for a batch whose largest ensemble has ``K`` members, every ``(s, t)`` of the
+    cell has ``K`` slots, one per member (a single cell is linear/skip/zero in the first and
+    zero in the others). Pruning masks are stacked like their weights (``Ms``, ``Me[e]``,
+    ``Mr``; ``None`` when no model of the batch prunes that layer; models without a mask
+    hold ones) and ``masked_*`` flag the models that have one.
 
     With a lower-precision ``compute`` dtype (bfloat16 autocast), ``Ws``/``We``/``Wr`` stay
     the float32 master weights that the optimizer updates and ``Ws_c``/``We_c``/``Wr_c``
@@ -257,14 +286,23 @@ class _Stack:
         bias: bool,
         compute: torch.dtype | None = None,
     ) -> None:
+        from trilemma.models import edge_name
+
         first = weights[order[0]]
         self.H = first.spec.nodes
-        self.edges = [(s, t) for s, t, _ in first.spec.edges()]
+        K = max(weights[i].spec.num_members for i in order)
+        cell_edges = [(s, t) for t in range(1, self.H + 1) for s in range(t)]
+        self.edges = [(s, t, member) for member in range(K) for s, t in cell_edges]  # edge slots
+        self.names = [edge_name(s, t, member) for s, t, member in self.edges]
         Wr0 = first.layers["readout"][0]
         self.d, self.m, self.k = first.layers["stem"][0].shape[1], Wr0.shape[1], Wr0.shape[0]
         self.bias = bias
         self.A = int(bias)
-        self.ops = [[weights[i].spec.ops[t - 1][s] for (s, t) in self.edges] for i in order]
+
+        def op(spec: EnsembleSpec, s: int, t: int, member: int) -> int:
+            return spec.members[member].cell.ops[t - 1][s] if member < spec.num_members else 0
+
+        self.ops = [[op(weights[i].spec, s, t, mb) for (s, t, mb) in self.edges] for i in order]
         M = len(order)
 
         def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -274,21 +312,40 @@ class _Stack:
             w, b, _ = layer  # (out, in) -> (in + A, out)
             return torch.cat([w.t(), b[None]]) if b is not None else w.t()
 
+        def mask_rows(mask: torch.Tensor | None, out: int, fan_in: int) -> torch.Tensor:
+            m_ = torch.ones(out, fan_in, dtype=dtype) if mask is None else mask.to(dtype)
+            return torch.cat([m_.t(), m_.new_ones(1, out)]) if bias else m_.t()
+
+        def stacked_masks(name: str, models: list[int], out: int, fan_in: int,
+                          transpose: bool = False) -> tuple[torch.Tensor | None, list[bool]]:
+            flags = [name in weights[order[j]].masks for j in models]
+            if not any(flags):
+                return None, flags
+            parts = [mask_rows(weights[order[j]].masks.get(name), out, fan_in) for j in models]
+            return stack([p.t() if transpose else p for p in parts]), flags
+
         stem = [weights[i].layers["stem"] for i in order]
         readout = [weights[i].layers["readout"] for i in order]
         self.f_stem, self.f_out = stem[0][2], readout[0][2]
         self.Ws = stack([rows(layer) for layer in stem])
         self.Wr = stack([rows(layer).t() for layer in readout])
+        self.Ms, self.masked_stem = stacked_masks("stem", list(range(M)), self.m, self.d)
+        self.Mr, self.masked_readout = stacked_masks("readout", list(range(M)), self.k, self.m, transpose=True)
         self.We: list[torch.Tensor | None] = []
+        self.Me: list[torch.Tensor | None] = []
+        self.masked_edge: list[list[bool]] = []  # per slot, per holder (compact order)
         self.f_edge = 1.0
         self.pos: list[dict[int, int]] = []  # internal model -> compact index, per edge
-        for e, (s, t) in enumerate(self.edges):
+        for e, name in enumerate(self.names):
             holders = [j for j in range(M) if self.ops[j][e] == LINEAR]
             self.pos.append({j: r for r, j in enumerate(holders)})
-            parts = [weights[order[j]].layers[f"{s}_{t}"] for j in holders]
+            parts = [weights[order[j]].layers[name] for j in holders]
             if parts:
                 self.f_edge = parts[0][2]
             self.We.append(stack([rows(layer) for layer in parts]) if parts else None)
+            me, flags = stacked_masks(name, holders, self.m, self.m)
+            self.Me.append(me)
+            self.masked_edge.append(flags)
         self.ct = dtype if compute is None else compute
         self.mixed = self.ct != dtype
 
@@ -316,14 +373,18 @@ class _Stack:
             out += [(self.shadow[id(w)], row) for w, row in out]
         return out
 
-    def export(self, j: int, model: DAGMLP) -> None:
-        """Copy internal model ``j``'s weights into ``model`` (a DAGMLP of the same spec)."""
+    def slots_into(self, s: int, t: int) -> list[int]:
+        """The edge slots from node ``s`` into node ``t`` (one per member), in member order."""
+        return [e for e, (a, b, _) in enumerate(self.edges) if (a, b) == (s, t)]
+
+    def export(self, j: int, model: DAGMLP | EnsembleMLP) -> None:
+        """Copy internal model ``j``'s weights into ``model`` (a DAGMLP / EnsembleMLP of the same spec)."""
         with torch.no_grad():
             pairs: list[tuple[nn.Module, torch.Tensor]] = [(model.stem, self.Ws[j])]
-            for e, (s, t) in enumerate(self.edges):
+            for e, name in enumerate(self.names):
                 We = self.We[e]
                 if j in self.pos[e] and We is not None:
-                    pairs.append((model.edges[f"{s}_{t}"], We[self.pos[e][j]]))
+                    pairs.append((model.edges[name], We[self.pos[e][j]]))
             pairs.append((model.readout, self.Wr[j].t()))
             for seq, W in pairs:
                 lin, _ = _layer_parts(seq)  # type: ignore[arg-type]
@@ -350,6 +411,7 @@ _CE = 9  # logits, dlog, y3, sums, neg_ones, with grad (0/1): Σ log p(y) and dl
 _ACC = 10  # logits, mx, eqf, rank_w, score, y3, correct: number of argmax hits (first-max rule)
 _MSE = 11  # logits, dlog, tT, sums: Σ (logits − t)² and dlog = logits − t
 _AXPY = 12  # dst, src: dst −= lr·src (a master weight from a lower-precision gradient)
+_MUL = 13  # dst, src: dst *= src (a pruning mask on weights or gradients)
 
 
 def _execute_program(ts: list[torch.Tensor], code: list[list[int]], alphas: list[float], lr: float) -> None:
@@ -393,6 +455,8 @@ def _execute_program(ts: list[torch.Tensor], code: list[list[int]], alphas: list
             torch.sum(dlog.square(), [1, 2], out=ts[c[4]])
         elif op == 12:
             ts[c[1]].add_(ts[c[2]], alpha=-lr)
+        elif op == 13:
+            ts[c[1]].mul_(ts[c[2]])
 
 
 @functools.lru_cache(maxsize=1)
@@ -505,8 +569,7 @@ class _Plan:
         for t in range(1, H + 1):
             written = [False] * C
             ht = self.ts[h[t]]
-            for s in range(t):
-                e = st.edges.index((s, t))
+            for s, e in [(src, e) for src in range(t) for e in st.slots_into(src, t)]:
                 out = buf(f"a{e}", C, B, m) if train else buf("scratch", C, B, m)
                 for run in chunk.lin_runs.get(e, []):
                     a, b, kk = run.a, run.b, run.k
@@ -557,19 +620,33 @@ class _Plan:
         dh = [reg(x) for x in dh_t]
         lr_flag = 1 if fused else 0
 
+        def masked(target: torch.Tensor, mask: torch.Tensor | None, flags: Sequence[bool]) -> None:
+            # target (rows of models) *= mask over the runs of models that have a mask
+            if mask is None:
+                return
+            for p, q in _runs(flags):
+                emit(_MUL, reg(target[p:q]), reg(mask[p:q]))
+
         def update(param: torch.Tensor, param_c: torch.Tensor, a_idx: int, b_idx: int, alpha: float,
-                   grad: torch.Tensor | None) -> None:
+                   grad: torch.Tensor | None, mask: torch.Tensor | None = None,
+                   flags: Sequence[bool] = ()) -> None:
             # fused SGD: param −= lr·alpha·(a @ b); otherwise grad = alpha·(a @ b). With a
             # lower compute dtype the product is formed in it (as autocast's weight
-            # gradient), the master is updated from it and its GEMM copy refreshed.
+            # gradient), the master is updated from it and its GEMM copy refreshed. A pruning
+            # mask multiplies the updated weights (fused SGD: exactly the masked gradient's
+            # update, the pruned weights being 0) or the gradient.
             if not st.mixed:
                 if fused:
                     emit(_GEMM, reg(param), a_idx, b_idx, 1, lr_flag, alpha=alpha)
+                    masked(param, mask, flags)
                 else:
                     emit(_GEMM, reg(grad), a_idx, b_idx, 0, 0, alpha=alpha)  # type: ignore[arg-type]
+                    masked(grad, mask, flags)  # type: ignore[arg-type]
                 return
-            g = reg(buf("grad", *param.shape))
+            gbuf = buf("grad", *param.shape)
+            g = reg(gbuf)
             emit(_GEMM, g, a_idx, b_idx, 0, 0, alpha=alpha)
+            masked(gbuf, mask if mask is None else mask.to(st.ct), flags)
             if fused:
                 emit(_AXPY, reg(param), g)
                 emit(_COPY, reg(param_c), reg(param))
@@ -578,15 +655,15 @@ class _Plan:
 
         g_out = st.f_out * grad_scale
         emit(_GEMM, dh[H], dlogT, reg(Wr_c[..., :m]), 0, 0, alpha=g_out)
-        update(Wr, Wr_c, dlog, ha[H], g_out, grads[id(st.Wr)][c0:c1] if grads is not None else None)
+        update(Wr, Wr_c, dlog, ha[H], g_out, grads[id(st.Wr)][c0:c1] if grads is not None else None,
+               None if st.Mr is None else st.Mr[c0:c1], st.masked_readout[c0:c1])
         dwritten = [[False] * C for _ in range(H + 1)]
         dwritten[H] = [True] * C  # written by the readout
         for t in range(H, 0, -1):
             for p, q in _segments(dwritten[t], 0, C):
                 if not dwritten[t][p]:
                     emit(_ZERO, reg(dh_t[t][p:q]))
-            for s in range(t - 1, -1, -1):
-                e = st.edges.index((s, t))
+            for s, e in [(src, e) for src in range(t - 1, -1, -1) for e in st.slots_into(src, t)]:
                 dws = dwritten[s]
                 for a, b in chunk.skips.get(e, []):
                     for p, q in _segments(dws, a, b):
@@ -606,13 +683,16 @@ class _Plan:
                         emit(_GEMM, reg(dh_t[s][p:q]), reg(Z[p:q]), reg(WT[p - a : q - a]), int(dws[p]), 0,
                              alpha=f)
                     gW = grads[id(st.We[e])][kk : kk + b - a] if grads is not None else None
-                    update(W, W_c, reg(h_aug[s][a:b].transpose(1, 2)), z, f, gW)
+                    Me = st.Me[e]
+                    update(W, W_c, reg(h_aug[s][a:b].transpose(1, 2)), z, f, gW,
+                           None if Me is None else Me[kk : kk + b - a], st.masked_edge[e][kk : kk + b - a])
                     dws[a:b] = [True] * (b - a)
         for p, q in _segments(dwritten[0], 0, C):
             if not dwritten[0][p]:
                 emit(_ZERO, reg(dh_t[0][p:q]))
         emit(_RELU_GRAD, dh[0], dh[0], z0)
-        update(Ws, Ws_c, self.XT, dh[0], st.f_stem, grads[id(st.Ws)][c0:c1] if grads is not None else None)
+        update(Ws, Ws_c, self.XT, dh[0], st.f_stem, grads[id(st.Ws)][c0:c1] if grads is not None else None,
+               None if st.Ms is None else st.Ms[c0:c1], st.masked_stem[c0:c1])
         self.train_code, self.train_alphas = code, alphas
 
     @staticmethod
@@ -800,8 +880,24 @@ def _seeds(seeds: int | Sequence[int] | None, M: int, default: int) -> list[int]
     return out
 
 
+def _parse_spec(spec: object) -> EnsembleSpec:
+    """A cell or ensemble (spec or string) as an :class:`~trilemma.spaces.EnsembleSpec`."""
+    if isinstance(spec, (CellSpec, EnsembleSpec, str)):
+        return EnsembleSpec.parse(spec)
+    raise InvalidTypeError(f"specs must hold CellSpec, EnsembleSpec or their strings, got {type(spec).__name__}")
+
+
+def _build(spec: EnsembleSpec, in_features: int, num_classes: int, width: int, **kw: Any) -> DAGMLP | EnsembleMLP:
+    """The module a spec trains as: a plain cell's DAGMLP, else an EnsembleMLP (same weights)."""
+    from trilemma.models import build_ensemble, build_model
+
+    if spec.is_cell:
+        return build_model(spec.members[0].cell, in_features, num_classes, width, **kw)
+    return build_ensemble(spec, in_features, num_classes, width, **kw)
+
+
 def train_batched(
-    specs: Sequence[CellSpec | str],
+    specs: Sequence[CellSpec | EnsembleSpec | str],
     dataset: Dataset,
     config: TrainConfig | None = None,
     *,
@@ -820,11 +916,13 @@ def train_batched(
     Model ``i`` is ``build_model(specs[i], dataset.in_features, dataset.num_outputs, width,
     bias=bias, init=init, seed=seeds[i], dtype=...)`` trained with the data order of seed
     ``seeds[i]``: the result equals ``train_cell(specs[i], ..., seed=seeds[i])`` up to
-    floating-point rounding (tested in float64 to 1e-6 relative).
+    floating-point rounding (tested in float64 to 1e-6 relative). Ensembles and pruned cells
+    (:class:`~trilemma.spaces.EnsembleSpec`, e.g. ``"1_22_221@0.2+2_02_002@0.5"``) are
+    ``build_ensemble(...)`` and train in the same computation as the cells.
 
     Args:
-        specs: Cells (specs or strings), all with the same number of nodes H. Repeats are
-            allowed (e.g. several seeds of one cell).
+        specs: Cells or ensembles (specs or strings), all with the same number of nodes H.
+            Repeats are allowed (e.g. several seeds of one cell).
         dataset: A classification or regression :class:`~trilemma.data.Dataset`.
         config: The protocol (default :class:`TrainConfig`); ``config.seed`` is the seed of
             every model when ``seeds`` is None.
@@ -857,8 +955,6 @@ def train_batched(
             ``init="ntk"`` and ``bias=True``.
         InvalidTypeError: wrong argument types.
     """
-    from trilemma.models import build_model
-
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise InvalidTypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -867,9 +963,9 @@ def train_batched(
             "train_batched does not support batchnorm=True (BatchNorm statistics are not implemented in the "
             "batched kernels); train such models one at a time with train_cell(..., batchnorm=True)"
         )
-    if isinstance(specs, (str, CellSpec)) or not isinstance(specs, Sequence) or len(specs) == 0:
-        raise InvalidArgumentError("specs must be a non-empty sequence of CellSpec or cell strings")
-    parsed = [s if isinstance(s, CellSpec) else CellSpec.parse(s) for s in specs]
+    if isinstance(specs, (str, CellSpec, EnsembleSpec)) or not isinstance(specs, Sequence) or len(specs) == 0:
+        raise InvalidArgumentError("specs must be a non-empty sequence of CellSpec / EnsembleSpec or their strings")
+    parsed = [_parse_spec(s) for s in specs]
     if len({s.nodes for s in parsed}) != 1:
         raise InvalidArgumentError(
             f"all specs must have the same number of nodes H; got H in {sorted({s.nodes for s in parsed})}"
@@ -914,23 +1010,26 @@ def train_batched(
         _seeded_weights(spec, dataset.in_features, k, width, bias=bias, init=init, seed=sd, dtype=dtype)
         for spec, sd in zip(parsed, seed_list)
     ]
-    check = _weights_of(build_model(parsed[0], dataset.in_features, k, width, bias=bias, init=init,  # type: ignore[arg-type]
-                                    seed=seed_list[0], dtype=dtype))
-    if check.layers.keys() != weights[0].layers.keys() or not all(
-        torch.equal(a[0], b[0]) and a[2] == b[2] for a, b in zip(check.layers.values(), weights[0].layers.values())
-    ):
-        logger.warning("replayed initialization differs from build_model; building every model instead")
+    probe = next((i for i, s in enumerate(parsed) if s.pruned), 0)  # check a pruned model's masks too
+    check = _weights_of(_build(parsed[probe], dataset.in_features, k, width, bias=bias, init=init,
+                               seed=seed_list[probe], dtype=dtype))
+    ref = weights[probe]
+    if check.layers.keys() != ref.layers.keys() or not all(
+        torch.equal(a[0], b[0]) and a[2] == b[2] for a, b in zip(check.layers.values(), ref.layers.values())
+    ) or check.masks.keys() != ref.masks.keys() or not all(torch.equal(check.masks[n], ref.masks[n]) for n in ref.masks):
+        logger.warning("replayed initialization differs from the built model; building every model instead")
         weights = [
-            _weights_of(build_model(spec, dataset.in_features, k, width, bias=bias, init=init, seed=sd,  # type: ignore[arg-type]
-                                    dtype=dtype))
+            _weights_of(_build(spec, dataset.in_features, k, width, bias=bias, init=init, seed=sd, dtype=dtype))
             for spec, sd in zip(parsed, seed_list)
         ]
     num_params = [w.num_params for w in weights]
+    n_slots = max(len(p.digits) for p in parsed)
+    padded = [list(p.digits) + [0] * (n_slots - len(p.digits)) for p in parsed]
     order = sorted(
         range(M),
         key=lambda i: (
-            _gray_rank([int(op == LINEAR) for op in parsed[i].digits]),
-            _gray_rank([int(op == SKIP) for op in parsed[i].digits]),
+            _gray_rank([int(op == LINEAR) for op in padded[i]]),
+            _gray_rank([int(op == SKIP) for op in padded[i]]),
             seed_list[i],
             i,
         ),
@@ -1176,8 +1275,8 @@ def train_batched(
         ev = [e for e in range(1, E + 1) if hist["test"][e - 1] is not None]
         state = None
         if keep_weights:
-            model = build_model(parsed[i], dataset.in_features, k, width, bias=bias, init=init,  # type: ignore[arg-type]
-                                seed=seed_list[i], dtype=dtype)
+            model = _build(parsed[i], dataset.in_features, k, width, bias=bias, init=init, seed=seed_list[i],
+                           dtype=dtype)
             st.export(j, model)
             state = {key: v.detach().cpu().clone() for key, v in model.state_dict().items()}
         results[i] = TrainResult(
