@@ -208,6 +208,26 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
         assert {k: v for k, v in r.result().items() if k != "extras"} == ProbeTask.expected(r.arch, "", 0, 2)
 
 
+def test_interrupt_while_the_driver_records_does_not_wait_for_queued_jobs() -> None:
+    """Ctrl-C can land while the driver writes a finished job (outside the executor's wait):
+    leaving the executor with an exception stops the workers at once (``Executor.abort``)."""
+    from trilemma.study._config import ExecutorConfig
+    from trilemma.study._executors import get_executor
+    from trilemma.study._runner import make_jobs
+
+    plan = plan_study({"name": "q", "space": {"nodes": 2}, "tasks": {"probe": {"sleep": 3.0}}})
+    ex = get_executor("local")(ExecutorConfig(kind="local", n_workers=2, threads_per_worker=1))
+    jobs = make_jobs(plan, [k for k, _ in plan.tasks], n_workers=2, threads=1)
+    assert len(jobs) >= 20  # about 40 s of work for two workers, each job 3 s
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with ex:
+            for _ in ex.run(jobs):
+                raise KeyboardInterrupt  # as if the signal arrived in the driver's own code
+    # workers start (seconds) and the first job takes 3 s; running the queue dry takes 40 s more
+    assert time.monotonic() - t0 < 25, "leaving the executor on an interrupt ran the queued jobs"
+
+
 def test_ctrl_c_stops_promptly_and_requeues(tmp_path: Path) -> None:
     store = tmp_path / "killme.sqlite"
     toml = tmp_path / "killme.toml"

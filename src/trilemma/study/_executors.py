@@ -122,11 +122,21 @@ class Executor:
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # leaving with an exception (Ctrl-C while the driver records a result, a store error):
+        # stop now, never wait for the jobs still queued or running
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.shutdown()
 
     def shutdown(self) -> None:
-        """Release workers."""
+        """Release workers after their running jobs."""
+
+    def abort(self) -> None:
+        """Stop at once without waiting for running jobs (their rows are re-queued by the driver);
+        by default the same as :meth:`shutdown`."""
+        self.shutdown()
 
     def describe(self) -> str:
         return f"{self.kind} executor, {self.n_workers} worker(s) × {self.threads} thread(s)"
@@ -221,7 +231,9 @@ class LocalExecutor(Executor):
                     isolating = bool(suspects) or job in self._isolated
                 if not futures:
                     return
-                done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                # a bounded wait: the driver returns to Python code at least twice a second, so a
+                # Ctrl-C is acted on at once however long the running jobs take
+                done, _ = cf.wait(futures, timeout=0.5, return_when=cf.FIRST_COMPLETED)
                 broken: list[Job] = []
                 for fut in done:
                     job = futures.pop(fut)
@@ -249,6 +261,9 @@ class LocalExecutor(Executor):
         except BaseException:  # Ctrl-C, or the consumer stopped: do not wait for running jobs
             self._abort()
             raise
+
+    def abort(self) -> None:
+        self._abort()
 
     def _abort(self) -> None:
         """Terminate the workers now (their jobs' rows are re-queued by the driver)."""
