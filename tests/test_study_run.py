@@ -232,8 +232,11 @@ def test_ctrl_c_stops_promptly_and_requeues(tmp_path: Path) -> None:
     store = tmp_path / "killme.sqlite"
     toml = tmp_path / "killme.toml"
     toml.write_text(_KILL_STUDY.format(store=store, kind="local").replace("sleep = 0.12", "sleep = 2.0"))
+    # a shell without job control starts background commands with SIGINT ignored, and Python keeps
+    # an inherited SIG_IGN: give the driver the default disposition, as a terminal would
     proc = subprocess.Popen([sys.executable, "-c", _RUN, str(toml)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(_complete_rows(store)) < 2:
