@@ -103,8 +103,25 @@ def skip_path_counts(spec: CellSpec | str) -> np.ndarray:
     return c
 
 
+class KernelSpectra:
+    """The least eigenvalues of a kernel record's ``nngp`` and ``ntk`` Grams (float64)."""
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+
+    @property
+    def nngp_lambda_min(self) -> float:
+        """Least eigenvalue of :attr:`nngp` (``numpy.linalg.eigvalsh``, float64)."""
+        return float(np.linalg.eigvalsh(self.nngp)[0])
+
+    @property
+    def ntk_lambda_min(self) -> float:
+        """Least eigenvalue of :attr:`ntk`."""
+        return float(np.linalg.eigvalsh(self.ntk)[0])
+
+
 @dataclass(frozen=True)
-class ExactKernels:
+class ExactKernels(KernelSpectra):
     """Infinite-width kernels of a DAG cell (see the module docstring for the recursion).
 
     Attributes:
@@ -126,16 +143,6 @@ class ExactKernels:
     backward: np.ndarray
     nngp: np.ndarray
     ntk: np.ndarray
-
-    @property
-    def nngp_lambda_min(self) -> float:
-        """Least eigenvalue of :attr:`nngp` (``numpy.linalg.eigvalsh``, float64)."""
-        return float(np.linalg.eigvalsh(self.nngp)[0])
-
-    @property
-    def ntk_lambda_min(self) -> float:
-        """Least eigenvalue of :attr:`ntk`."""
-        return float(np.linalg.eigvalsh(self.ntk)[0])
 
 
 def exact_kernels(spec: CellSpec | str, K_in: np.ndarray, *, trainable_stem: bool = True) -> ExactKernels:

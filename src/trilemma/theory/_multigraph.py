@@ -46,6 +46,7 @@ from trilemma._schema import Column
 from trilemma.errors import InvalidArgumentError, InvalidTypeError
 from trilemma.spaces import EnsembleSpec, ensemble_count_params, pruned_count
 from trilemma.theory._bounds import _pair_correlations, depth_tables, jacobian_constant, worst_correlation
+from trilemma.theory._exact import KernelSpectra
 from trilemma.theory._maps import _f, _fdot
 from trilemma.theory._table import THEORY_COLUMNS
 from trilemma.theory._validate import as_gram, as_width
@@ -116,7 +117,7 @@ def _skip_counts(nodes: int, edges: Sequence[Edge]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class MultigraphKernels:
+class MultigraphKernels(KernelSpectra):
     """Infinite-width kernels of a multigraph network (see the module docstring).
 
     Attributes:
@@ -134,16 +135,6 @@ class MultigraphKernels:
     backward: np.ndarray
     nngp: np.ndarray
     ntk: np.ndarray
-
-    @property
-    def nngp_lambda_min(self) -> float:
-        """Least eigenvalue of :attr:`nngp`."""
-        return float(np.linalg.eigvalsh(self.nngp)[0])
-
-    @property
-    def ntk_lambda_min(self) -> float:
-        """Least eigenvalue of :attr:`ntk`."""
-        return float(np.linalg.eigvalsh(self.ntk)[0])
 
 
 def multigraph_kernels(nodes: int, edges: Sequence[Edge], K_in: np.ndarray, *, stem_keep: float = 1.0,
