@@ -151,3 +151,30 @@ threads_per_worker = 1
     assert _run(argv) == 0 and "0 run now" in capsys.readouterr().out
     with pytest.raises(InvalidArgumentError, match="give --study"):
         _run(["nb201", "search", "--indicator", "naswot", "--seeds", "2"])
+
+
+def test_cli_search_stops_when_its_measure_run_is_interrupted(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Ctrl-C during --measure ends the command (exit 130, resumable); no search on a half-measured table."""
+    import trilemma.study as study_mod
+    from trilemma.nb201 import load_nb201_accuracy
+    from trilemma.study import StudySummary
+
+    try:
+        load_nb201_accuracy()
+    except FileNotFoundError as err:  # DatasetNotFoundError is a FileNotFoundError
+        pytest.skip(f"NAS-Bench-201 accuracy table not available: {err}")
+    calls: list[object] = []
+
+    def interrupted_run(cfg, **kwargs):
+        calls.append(cfg)
+        return StudySummary(name="tiny", store=tmp_path / "tiny.sqlite", total=10, skipped=0, ran=4,
+                            complete=4, interrupted=True)
+
+    monkeypatch.setattr(study_mod, "run_study", interrupted_run)
+    out = tmp_path / "search.csv"
+    code = _run(["nb201", "search", "--study", str(Path(__file__).parents[1] / "examples" / "nb201_search.toml"),
+                 "--measure", "--indicator", "naswot",
+                 "--filter", "none", "--seeds", "2", "--sample-size", "5", "--out", str(out)])
+    assert code == 130 and len(calls) == 1
+    assert "interrupted; run the same command again to resume" in capsys.readouterr().err
+    assert not out.exists()

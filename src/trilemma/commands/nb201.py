@@ -177,8 +177,11 @@ def _measured(study: str, table: Any) -> Any:
     return table.merge(res.drop(columns="arch").drop_duplicates("index"), on="index", how="left")
 
 
-def _measure_draws(study: str, archs: list[str], args: argparse.Namespace) -> None:
-    """Run ``study`` on the drawn cells (resumable: cells already in its store are not measured again)."""
+def _measure_draws(study: str, archs: list[str], args: argparse.Namespace) -> bool:
+    """Run ``study`` on the drawn cells (resumable: cells already in its store are not measured again).
+
+    Returns False when the run was interrupted (Ctrl-C): the search must not run on a half-measured table.
+    """
     import sys
 
     from trilemma.commands.study import _PlainProgress
@@ -193,6 +196,10 @@ def _measure_draws(study: str, archs: list[str], args: argparse.Namespace) -> No
     reporter = _PlainProgress(sys.stdout, every=30.0)
     summary = run_study(cfg, executor=args.executor, n_workers=args.workers, address=args.address, progress=reporter)
     print(summary)
+    if summary.interrupted:
+        print("interrupted; run the same command again to resume (cells already measured are kept)", file=sys.stderr)
+        return False
+    return True
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -232,7 +239,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         )
     if args.study and args.measure:
         drawn = sorted({int(i) for s in range(args.seeds) for i in search_draw(s, args.sample_size, len(table))})
-        _measure_draws(args.study, [str(table["arch"].iloc[i]) for i in drawn], args)
+        if not _measure_draws(args.study, [str(table["arch"].iloc[i]) for i in drawn], args):
+            return 130
     if args.study:
         table = _measured(args.study, table)
     masks = {"none": None, "centre": table["in_centre"].to_numpy(),
