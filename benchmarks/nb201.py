@@ -185,7 +185,8 @@ def md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
+        lines.append("| " + " | ".join(("—" if np.isnan(v) else f"{v:.3f}") if isinstance(v, float) else str(v)
+                                       for v in r) + " |")
     return "\n".join(lines)
 
 
@@ -216,7 +217,12 @@ def main(argv: list[str] | None = None) -> int:
             f"Study `{args.study}`: {len(df)} cells, {report['measured']} measured at init "
             f"({report['distinct_measured']} distinct networks). Ground truth: CIFAR-10 validation accuracy (%), "
             "NAS-Bench-201 200-epoch schedule. Kendall τ-b (`trilemma._stats.kendall_tau`).", "",
-            "## 1. Kendall τ of every indicator", "", md(taus), "",
+            "## 1. Kendall τ of every indicator", "",
+            "Closed form: over all cells, the distinct networks and the measured sample. At init: `tau`/`rho` over "
+            "the measured cells with an input→output path; `tau sample` over every sampled cell with the "
+            "path-less cells ranked last (— where the measure has no a-priori direction, or where it is constant, "
+            "as `linear_regions_batch` at 64 images: 64 patterns on every connected cell).", "",
+            md(taus), "",
             "Published τ on all cells: " + ", ".join(f"{k} {v:.2f}" for k, v in PUBLISHED_TAU.items()) + ".", "",
             md(pub), "", "## 2. Label-free designs and weights fitted on half the cells", "", md(lf), ""]
     if not split.empty:

@@ -57,3 +57,23 @@ def test_ray_executor_matches_local(tmp_path: Path, local_ray) -> None:
     import os
 
     assert all(not w.endswith(f":{os.getpid()}") for w in workers)  # ran in Ray workers
+
+
+def test_ray_executor_runs_at_most_n_workers_jobs_at_once(tmp_path: Path, local_ray) -> None:
+    """n_workers = 1 on a 2-CPU instance: one job at a time (queued jobs would otherwise start at once)."""
+    from datetime import datetime
+
+    cfg = {
+        "name": "one_worker", "store": str(tmp_path / "one.sqlite"), "seeds": [0],
+        "space": {"nodes": 2, "filter": {"has_path": True}},
+        "tasks": {"probe": {"sleep": 0.2, "batched": True, "group_size": 1}},
+        "executor": {"kind": "ray", "n_workers": 1, "threads_per_worker": 1},
+    }
+    summary = run_study(cfg)
+    assert summary.complete >= 6 and not summary.failed
+    with Store(summary.store, readonly=True) as st:
+        spans = sorted((datetime.fromisoformat(r.started_at), datetime.fromisoformat(r.finished_at))
+                       for r in st.rows(task="probe", status="complete") if r.started_at and r.finished_at)
+    assert len(spans) == summary.complete
+    overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
+    assert not overlaps, f"{len(overlaps)} of {len(spans) - 1} consecutive jobs ran at the same time"

@@ -408,7 +408,8 @@ class ExecutorConfig(_Section):
         start_method: Process start method of the local executor.
         address: Ray cluster address (``"auto"``, ``"ray://host:10001"``; default: start a
             local Ray instance).
-        max_in_flight: Jobs submitted ahead of completion per worker.
+        max_in_flight: Jobs submitted ahead of completion per worker (Ray: only when the cluster's
+            CPUs bound the workers, i.e. without ``n_workers``; with it, exactly ``n_workers`` run).
     """
 
     kind: str = "local"

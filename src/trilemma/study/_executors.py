@@ -319,6 +319,12 @@ class RayExecutor(Executor):
         if config.n_workers is None:
             self.threads = config.threads_per_worker or 1
             self.n_workers = max(1, cpus // self.threads)
+            # the cluster's CPUs bound how many run at once; queue max_in_flight per worker
+            self._limit = self.n_workers * config.max_in_flight
+        else:
+            # Ray starts every submitted task for which the cluster has CPUs, so queueing ahead
+            # would run more than n_workers jobs at once: submit exactly n_workers
+            self._limit = self.n_workers
         self._remote = ray.remote(num_cpus=self.threads or 1, max_retries=2)(_ray_job)  # retried only if a worker dies
 
     def describe(self) -> str:
@@ -333,7 +339,7 @@ class RayExecutor(Executor):
     def run(self, jobs: Iterable[Job], on_submit: Callable[[Job], None] | None = None) -> Iterator[tuple[Job, list[Outcome]]]:
         ray = self._ray
         pending = iter(jobs)
-        limit = self.n_workers * self.config.max_in_flight
+        limit = self._limit
         refs: dict[Any, Job] = {}
         try:
             while True:
