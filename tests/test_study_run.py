@@ -376,6 +376,35 @@ def test_progress_renderers() -> None:
     assert "54/54" in text and "ETA 0:00" in text and "53✓" in text and "0.50/s" in text and "ETA" in text and "6 of 60 tasks already done" in text
 
 
+def test_plain_progress_prints_held_states_and_a_heartbeat() -> None:
+    """A state held back by the rate limit is printed once the interval is over, and while no job
+    finishes (a long training job) the latest state is repeated with the elapsed time."""
+    import io
+
+    from trilemma.commands.study import _PlainProgress
+    from trilemma.study import Progress
+
+    buf = io.StringIO()
+    plain = _PlainProgress(buf, every=0.2, heartbeat=0.5)
+    try:
+        plain(Progress(1623, 0, 1623, 0, 0, 0, 0, 0.0))
+        plain(Progress(1623, 0, 1623, 541, 541, 0, 0, 1.0, jobs_done=1))  # within `every`: held back
+        assert buf.getvalue().count("\n") == 1
+        deadline = time.monotonic() + 10
+        while "541/1623" not in buf.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "541/1623 tasks (33%) | 541 complete" in buf.getvalue()
+        while "no job finished for" not in buf.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        beat = [ln for ln in buf.getvalue().splitlines() if "no job finished for" in ln]
+        assert beat and re.match(r"\[0:0[1-9]\] 541/1623", beat[0])  # elapsed moves on: 1.0 s + the wait
+    finally:
+        plain.close()
+    n = buf.getvalue().count("\n")
+    time.sleep(0.7)
+    assert buf.getvalue().count("\n") == n  # closed: no more lines
+
+
 def test_user_defined_space_from_file(tmp_path: Path) -> None:
     plan = plan_study(EXAMPLES / "custom_space.toml")
     assert plan.archs == [f"mlp_d{d}_x{f}" for d in (1, 2, 3) for f in ("0.5", "1", "2")]

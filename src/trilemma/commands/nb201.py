@@ -194,7 +194,11 @@ def _measure_draws(study: str, archs: list[str], args: argparse.Namespace) -> bo
     cfg = cfg.model_copy(update={"space": cfg.space.model_copy(update={"archs": tuple(archs), "sample": None}),
                                  "tasks": tasks})
     reporter = _PlainProgress(sys.stdout, every=30.0)
-    summary = run_study(cfg, executor=args.executor, n_workers=args.workers, address=args.address, progress=reporter)
+    try:
+        summary = run_study(cfg, executor=args.executor, n_workers=args.workers, address=args.address,
+                            progress=reporter)
+    finally:
+        reporter.close()
     print(summary)
     if summary.interrupted:
         print("interrupted; run the same command again to resume (cells already measured are kept)", file=sys.stderr)

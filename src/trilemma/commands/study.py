@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,31 +32,75 @@ def _fmt_seconds(seconds: float | None) -> str:
 
 
 class _PlainProgress:
-    """Periodic one-line progress reports for logs and pipes."""
+    """Periodic one-line progress reports for logs and pipes.
 
-    def __init__(self, out: TextIO, every: float = 10.0) -> None:
+    At most one line per ``every`` seconds; a state held back by that limit is printed by a
+    background timer once the interval is over (so the log never lags behind the store), and
+    while no job finishes (a batched training job can run for many minutes) the latest state is
+    repeated with the elapsed time every ``heartbeat`` seconds.
+    """
+
+    def __init__(self, out: TextIO, every: float = 10.0, heartbeat: float | None = None) -> None:
         self.out = out
         self.every = every
+        self.heartbeat = max(every, 60.0) if heartbeat is None else heartbeat
         self._last = -1e9
         self._started = False
+        self._lock = threading.Lock()
+        self._latest: Any = None
+        self._latest_at = 0.0
+        self._held = False
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
 
     def __call__(self, p: Any) -> None:
         now = time.monotonic()
         final = p.finished == p.queued
-        if self._started and not final and now - self._last < self.every:
-            return
-        self._started = True
+        with self._lock:
+            self._latest, self._latest_at = p, now
+            if self._started and not final and now - self._last < self.every:
+                self._held = True
+                self._start_timer()
+                return
+            self._started = True
+            self._print(p, now)
+        if final:
+            self.close()
+
+    def _print(self, p: Any, now: float, waited: float = 0.0, beat: bool = False) -> None:
         self._last = now
+        self._held = False
         pct = 100.0 * p.finished / p.queued if p.queued else 100.0
-        line = (f"[{_fmt_seconds(p.elapsed)}] {p.finished}/{p.queued} tasks ({pct:.0f}%)"
+        line = (f"[{_fmt_seconds(p.elapsed + waited)}] {p.finished}/{p.queued} tasks ({pct:.0f}%)"
                 f" | {p.complete} complete, {p.diverged} diverged, {p.failed} failed"
                 f" | {p.rate:.2f} tasks/s | ETA {_fmt_eta(p)}")
         if p.skipped:
             line += f" | {p.skipped} already done"
+        if beat:
+            line += f" | no job finished for {_fmt_seconds(waited)}"
         print(line, file=self.out, flush=True)
 
+    def _start_timer(self) -> None:
+        if self._timer is None and not self._stop.is_set():
+            self._timer = threading.Thread(target=self._tick, name="trilemma-progress", daemon=True)
+            self._timer.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(min(self.every, self.heartbeat)):
+            now = time.monotonic()
+            with self._lock:
+                if self._latest is None or self._stop.is_set():
+                    continue
+                if self._held and now - self._last >= self.every:
+                    self._print(self._latest, now, waited=now - self._latest_at)
+                elif now - self._last >= self.heartbeat:
+                    self._print(self._latest, now, waited=now - self._latest_at, beat=True)
+
     def close(self) -> None:
-        pass
+        self._stop.set()
+        timer, self._timer = self._timer, None
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(timeout=5)
 
 
 class _RichProgress:
