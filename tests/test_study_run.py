@@ -403,6 +403,17 @@ def test_plain_progress_prints_held_states_and_a_heartbeat() -> None:
     n = buf.getvalue().count("\n")
     time.sleep(0.7)
     assert buf.getvalue().count("\n") == n  # closed: no more lines
+    # the heartbeat also runs while the first job is still running (nothing held back yet)
+    first = io.StringIO()
+    plain = _PlainProgress(first, every=0.1, heartbeat=0.3)
+    try:
+        plain(Progress(10, 0, 10, 0, 0, 0, 0, 0.0))
+        deadline = time.monotonic() + 10
+        while "no job finished for" not in first.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "0/10 tasks (0%)" in first.getvalue().splitlines()[-1] and "no job finished for" in first.getvalue()
+    finally:
+        plain.close()
 
 
 def test_user_defined_space_from_file(tmp_path: Path) -> None:

@@ -64,6 +64,8 @@ class _PlainProgress:
                 return
             self._started = True
             self._print(p, now)
+            if not final:
+                self._start_timer()  # the heartbeat, also while the first job runs
         if final:
             self.close()
 
