@@ -184,7 +184,7 @@ def _measure_draws(study: str, archs: list[str], args: argparse.Namespace) -> bo
     """
     import sys
 
-    from trilemma.commands.study import _PlainProgress
+    from trilemma.commands.study import RESUME_HINT, _PlainProgress
     from trilemma.study import load_config, run_study
 
     cfg = load_config(study)
@@ -201,7 +201,7 @@ def _measure_draws(study: str, archs: list[str], args: argparse.Namespace) -> bo
         reporter.close()
     print(summary)
     if summary.interrupted:
-        print("interrupted; run the same command again to resume (cells already measured are kept)", file=sys.stderr)
+        print(f"{RESUME_HINT} (cells already measured are kept)", file=sys.stderr)
         return False
     return True
 

@@ -31,6 +31,10 @@ def _fmt_seconds(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+#: What an interrupted run tells the user (the store keeps finished work).
+RESUME_HINT = "interrupted; run the same command again to resume"
+
+
 class _PlainProgress:
     """Periodic one-line progress reports for logs and pipes.
 
@@ -44,8 +48,7 @@ class _PlainProgress:
         self.out = out
         self.every = every
         self.heartbeat = max(every, 60.0) if heartbeat is None else heartbeat
-        self._last = -1e9
-        self._started = False
+        self._last = -1e9  # the first state is always printed
         self._lock = threading.Lock()
         self._latest: Any = None
         self._latest_at = 0.0
@@ -58,11 +61,10 @@ class _PlainProgress:
         final = p.finished == p.queued
         with self._lock:
             self._latest, self._latest_at = p, now
-            if self._started and not final and now - self._last < self.every:
+            if not final and now - self._last < self.every:
                 self._held = True
                 self._start_timer()
                 return
-            self._started = True
             self._print(p, now)
             if not final:
                 self._start_timer()  # the heartbeat, also while the first job runs
@@ -91,7 +93,7 @@ class _PlainProgress:
         while not self._stop.wait(min(self.every, self.heartbeat)):
             now = time.monotonic()
             with self._lock:
-                if self._latest is None or self._stop.is_set():
+                if self._stop.is_set():
                     continue
                 if self._held and now - self._last >= self.every:
                     self._print(self._latest, now, waited=now - self._latest_at)
@@ -164,7 +166,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             reporter.close()
     print(summary)
     if summary.interrupted:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
+        print(RESUME_HINT, file=sys.stderr)
         return 130
     print(f"results: trilemma status {summary.store} | trilemma export {summary.store} --format csv"
           f" | trilemma report {args.study}")
