@@ -235,6 +235,18 @@ def test_planted_single_winner_wins_all():
     assert all(s.rank == 1 and s.gap == 0 for s in v.standings)
 
 
+def test_a_single_ranked_axis_is_not_announced_as_a_free_lunch():
+    # A benchmark with only an accuracy column (NB201's lookup) ranks one axis: its best cell
+    # trivially "wins all axes", which must not read as the answer to the trilemma.
+    df = _table({"W": (0.1, 5, 0.01), "a": (0.2, 9, 0.05), "b": (0.5, 6, 0.02)})
+    v = verdict(df, {"generalization": "generalization_gap"})
+    assert not v.judged and [a.axis for a in v.axes] == ["generalization"]
+    h = v.headline()
+    assert "wins all" not in h and "No free lunch" not in h
+    assert h.startswith("Only one axis is ranked (generalization): its best architecture is W of 3")
+    assert verdict(df).judged
+
+
 def test_planted_trade_off_gives_the_per_axis_winners_front_and_gaps():
     df = _table({
         "deep": (0.10, 30, 0.40),     # best expressivity

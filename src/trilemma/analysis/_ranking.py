@@ -450,8 +450,27 @@ class Verdict:
                 return s
         raise UnknownNameError(f"no standing for architecture {arch!r} on axis {axis!r} (only champions have one)")
 
+    @property
+    def judged(self) -> bool:
+        """True when at least two axes are ranked, so that a trade-off can be judged at all.
+
+        With a single ranked axis (e.g. a benchmark that only gives accuracy) its best
+        architecture trivially "wins all axes"; :meth:`headline` then says so instead of
+        announcing a free lunch.
+        """
+        return len(self.axes) >= 2
+
     def headline(self) -> str:
         """One sentence stating the verdict."""
+        if not self.judged:
+            if not self.axes:
+                return "No axis is ranked: no trade-off to judge."
+            a = self.axes[0]
+            tied = f" ({len(a.winners)} tied)" if len(a.winners) > 1 else ""
+            return (
+                f"Only one axis is ranked ({a.axis}): its best architecture is {a.champion}{tied} "
+                f"of {self.n_architectures}; a trade-off needs a ground truth on at least two axes."
+            )
         if self.one_wins_all:
             names = ", ".join(self.all_axis_winners)
             return f"One architecture wins all {len(self.axes)} axes: {names}."

@@ -107,6 +107,13 @@ class ReportData:
         """The display label of ``column`` (from the results' schema)."""
         return metric_label(column, self.schema)
 
+    def kind_text(self, column: str, kind: str) -> str:
+        """The displayed kind of ``column``: ``kind``, except a ground truth read from a
+        benchmark's table (the ``lookup`` task), shown as ``"trained, looked up"``."""
+        if kind == "trained" and column in self.schema and self.schema.get(column).source == "lookup":
+            return "trained, looked up"
+        return kind
+
     @property
     def objectives(self) -> tuple[Objective, ...]:
         """The axes with a ground truth (those the verdict ranks)."""

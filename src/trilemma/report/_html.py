@@ -116,6 +116,7 @@ nav a { color: var(--accent); text-decoration: none; }
 .verdict { border-radius: 10px; padding: 14px 18px; margin-top: 18px; border: 1px solid var(--line); background: var(--panel); }
 .verdict.nfl { border-left: 6px solid var(--bad); }
 .verdict.win { border-left: 6px solid var(--good); }
+.verdict.single { border-left: 6px solid var(--muted); }
 .verdict h2 { margin-top: 0; }
 .verdict .headline { font-size: 19px; font-weight: 600; margin: 4px 0 10px; }
 table { border-collapse: collapse; font-size: 13px; }
@@ -243,7 +244,7 @@ def _verdict_section(data: ReportData) -> str:
             "initialization against the topology) is shown.</p>"
             + _missing_axes(data) + (f"<ul class='notes'>{notes}</ul>" if notes else "") + "</section>"
         )
-    cls = "win" if v.one_wins_all else "nfl"
+    cls = ("win" if v.one_wins_all else "nfl") if v.judged else "single"
     axes = [a.axis for a in v.axes]
     head = "".join(f"<th>{_e(a)} rank <span class='ci'>(gap)</span></th>" for a in axes)
     rows = []
@@ -289,7 +290,7 @@ def _headline_section(data: ReportData) -> str:
     for _, rd in h.iterrows():
         rows.append(
             f"<tr><td class='t'>{_e(rd['axis'])}</td><td class='t'>{_e(data.label(rd['quantity']))} "
-            f"<span class='ci'>({_e(rd['kind'])})</span></td><td class='t'>{_e(data.label(rd['versus']))}</td>"
+            f"<span class='ci'>({_e(data.kind_text(rd['quantity'], rd['kind']))})</span></td><td class='t'>{_e(data.label(rd['versus']))}</td>"
             f"<td>{_tau(rd['tau_arch'], rd['tau_arch_low'], rd['tau_arch_high'])} <span class='ci'>n={rd['n_arch']}</span></td>"
             f"<td>{_tau(rd['tau_group'], rd['tau_group_low'], rd['tau_group_high'])} <span class='ci'>n={rd['n_group']}</span></td>"
             + "".join(_paper_cell(rd[p], rd.get(f"sign{p[len('paper'):]}", ""),
@@ -344,8 +345,8 @@ def _agreement_section(data: ReportData) -> str:
             cells = "".join(_oriented_cell(g[g["level"] == lv].iloc[0] if (g["level"] == lv).any() else None)
                             for lv in levels)
             rows.append(
-                f"<tr><td class='t'>{_e(data.label(x))} <span class='ci'>({_e(first['x_kind'])})</span></td>"
-                f"<td class='t'>{_e(data.label(y))} <span class='ci'>({_e(first['y_kind'])})</span></td>"
+                f"<tr><td class='t'>{_e(data.label(x))} <span class='ci'>({_e(data.kind_text(x, first['x_kind']))})</span></td>"
+                f"<td class='t'>{_e(data.label(y))} <span class='ci'>({_e(data.kind_text(y, first['y_kind']))})</span></td>"
                 f"<td class='t'>{_e(method)}</td>{cells}"
                 + "".join(f"<td>{_paper(first[p])}</td>" for p in papers) + "</tr>"
             )
