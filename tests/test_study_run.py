@@ -342,6 +342,11 @@ def test_cli_run_status_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert _cli(["run", str(toml), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "26 already done, 1 run now" in out and "tasks/s" not in out
+    assert "trilemma report " + str(toml) in out  # the default store: report the study
+    # with --store, every hint names that store (reporting the .toml would read the default one)
+    assert _cli(["run", str(toml), "--quiet", "--store", "elsewhere.sqlite"]) == 1
+    out = capsys.readouterr().out
+    assert "trilemma report elsewhere.sqlite" in out and str(toml) not in out.split("results:")[-1]
 
 
 def test_progress_renderers() -> None:

@@ -169,7 +169,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(RESUME_HINT, file=sys.stderr)
         return 130
     print(f"results: trilemma status {summary.store} | trilemma export {summary.store} --format csv"
-          f" | trilemma report {args.study}")
+          f" | trilemma report {args.study if args.store is None else summary.store}")
     return 1 if summary.failed else 0
 
 
