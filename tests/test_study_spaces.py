@@ -87,6 +87,7 @@ def test_nb201_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "not measured in this study" in md  # expressivity and convergence: NB201 has one ground truth
     # one ranked axis: no trade-off to judge, and the headline must not read as a free lunch
     assert "Only one axis is ranked (generalization)" in md and "wins all" not in md
+    assert "(trained, looked up)" in md
     html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     assert "verdict single" in html and "(trained, looked up)" in html  # the accuracy is the benchmark's
     df = load_results(tmp_path / "study.sqlite")

@@ -462,9 +462,7 @@ class Verdict:
 
     def headline(self) -> str:
         """One sentence stating the verdict."""
-        if not self.judged:
-            if not self.axes:
-                return "No axis is ranked: no trade-off to judge."
+        if not self.judged:  # one axis: ``verdict`` refuses none
             a = self.axes[0]
             tied = f" ({len(a.winners)} tied)" if len(a.winners) > 1 else ""
             return (

@@ -138,7 +138,7 @@ def _trends(data: ReportData) -> list[str]:
                 "|τ| < 0.3 (not counted).", ""]
     rows = []
     for _, r in h.iterrows():
-        rows.append([r["axis"], f"{data.label(r['quantity'])} ({r['kind']})", data.label(r["versus"]),
+        rows.append([r["axis"], f"{data.label(r['quantity'])} ({data.kind_text(r['quantity'], r['kind'])})", data.label(r["versus"]),
                      _tau(r["tau_arch"], r["tau_arch_low"], r["tau_arch_high"]),
                      _tau(r["tau_group"], r["tau_group_low"], r["tau_group_high"]),
                      *[_paper_mark(r, p) for p in papers]])
